@@ -1,0 +1,55 @@
+# sslmed — every target creates .venv on first use and re-installs when pyproject.toml changes.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PROFILE ?= smoke
+# one thread per process keeps parallel notebook tests from oversubscribing small machines
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND := Agg
+export PYTHONHASHSEED := 0
+
+.PHONY: install test nbtest pytest paper lab docs bench readme export clean-nbs sync-check
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP) sync-check nbtest pytest
+
+# the library must match the notebooks, and notebooks must be clean
+sync-check: $(STAMP)
+	@before="$$(git status --porcelain -- sslmed nbs 2>/dev/null)"; \
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean; \
+	after="$$(git status --porcelain -- sslmed nbs 2>/dev/null)"; \
+	if [ "$$before" != "$$after" ]; then echo "nbdev-export/nbdev-clean changed files: commit the notebooks' export"; git status --porcelain -- sslmed nbs; exit 1; fi
+
+nbtest: $(STAMP)
+	$(BIN)/nbdev-test --n-workers 2 --timing
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests/
+
+paper: $(STAMP)
+	$(BIN)/sslmed paper --profile $(PROFILE)
+
+bench: $(STAMP)
+	OMP_NUM_THREADS= $(BIN)/python benchmarks/sigreg.py
+
+lab: $(STAMP)
+	$(BIN)/python -m ipykernel install --sys-prefix --name sslmed --display-name "sslmed (.venv)"
+	$(BIN)/jupyter lab --notebook-dir=.
+
+readme: $(STAMP)
+	$(BIN)/sslmed readme
+
+export: $(STAMP)
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
+
+docs: $(STAMP)
+	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-docs; \
+	else echo "Quarto is not installed (it cannot be installed offline); the offline docs renderer is not built yet."; exit 2; fi
