@@ -108,7 +108,7 @@ class VICRegLoss(nn.Module):
             loss = self.sim * inv + self.var * var + self.cov * cov + self.xcorr * xc
         return VICRegTerms(loss, inv, var, cov, xc)
 
-# %% ../nbs/01_losses.ipynb #69726d34
+# %% ../nbs/01_losses.ipynb #33eb61dd
 def triplet_loss(emb: Tensor, labels: Tensor, margin: float = 1.0, power: float = 1.0) -> Tensor:
     "Mean of `relu(d_ap^power - d_an^power + margin)` over all valid triplets of L2-normalised `emb` (B, K)."
     _check_floating(emb, "emb")
@@ -117,14 +117,16 @@ def triplet_loss(emb: Tensor, labels: Tensor, margin: float = 1.0, power: float 
         raise ValueError(f"triplet_loss expects integer labels of shape ({emb.shape[0]},), got "
                          f"{tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__}")
     if margin < 0 or power <= 0: raise ValueError(f"need margin >= 0 and power > 0, got margin={margin}, power={power}")
-    e = F.normalize(emb.to(_stat_dtype(emb)), dim=1)
-    sq = (2 - 2 * e @ e.T).clamp_min(0)
-    d = sq.clamp_min(1e-12).pow(power / 2)  # the clamp keeps the gradient finite at zero distance
+    labels = labels.to(emb.device)
     same = labels[:, None] == labels[None, :]
-    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos = same & ~torch.eye(len(labels), dtype=torch.bool, device=emb.device)
     valid = pos[:, :, None] & ~same[:, None, :]  # (a, p, n); n != a and n != p follow from the labels
-    terms = F.relu(d[:, :, None] - d[:, None, :] + margin)
-    return torch.where(valid, terms, 0).sum() / valid.sum().clamp_min(1)
+    with torch.autocast(emb.device.type, enabled=False):
+        e = F.normalize(emb.to(_stat_dtype(emb)), dim=1)
+        sq = (2 - 2 * e @ e.T).clamp_min(0)
+        d = sq.clamp_min(1e-12).pow(power / 2)  # the clamp keeps the gradient finite at zero distance
+        terms = F.relu(d[:, :, None] - d[:, None, :] + margin)
+        return torch.where(valid, terms, 0).sum() / valid.sum().clamp_min(1)
 
 # %% ../nbs/01_losses.ipynb #14331341
 _PRED_LOSSES = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}
