@@ -51,5 +51,5 @@ export: $(STAMP)
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean
 
 docs: $(STAMP)
-	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev-docs; \
-	else echo "Quarto is not installed (it cannot be installed offline); the offline docs renderer is not built yet."; exit 2; fi
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	$(BIN)/sslmed docs --profile $(PROFILE)
