@@ -83,12 +83,13 @@ def test_two_gloo_processes_equal_one_with_the_doubled_batch(tmp_path):
     assert l1.iloc[0] != l1.iloc[-1]
 
 class NaNAfter(torch.utils.data.Dataset):
-    "ECG-shaped samples that turn NaN from item `bad` on."
-    def __init__(self, n=64, bad=40): self.n, self.bad = n, bad
+    "ECG-shaped samples that turn NaN once `bad` items have been served (the loader runs in-process)."
+    def __init__(self, n=64, bad=40): self.n, self.bad, self.served = n, bad, 0
     def __len__(self): return self.n
     def __getitem__(self, i):
+        self.served += 1
         x = torch.randn(12, 300, generator=torch.Generator().manual_seed(i))
-        return (x * float("nan") if i >= self.bad else x), {"superclass": i % 4}
+        return (x * float("nan") if self.served > self.bad else x), {"superclass": i % 4}
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path):
     cfg, out = write_cfg(tmp_path, steps=20, ckpt_every=1)

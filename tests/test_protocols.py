@@ -1,0 +1,21 @@
+"""pretrain → evaluate end to end on a throwaway copy of the recipes; the second pretrain reuses the run."""
+import shutil
+from pathlib import Path
+import sslmed.protocols as P
+from conftest import ROOT
+
+def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatch):
+    (tmp_path / "nbs" / "experiments").mkdir(parents=True); (tmp_path / "pyproject.toml").write_text("")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    over = ["steps=3", "batch_size=8", "data.n=32", "encoder_kw.depth=1", "log_every=1"]
+    run = P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path)
+    mtime = (run / "backbone.pt").stat().st_mtime_ns
+    assert P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path) == run
+    assert (run / "backbone.pt").stat().st_mtime_ns == mtime          # reused, not retrained
+    other = P.pretrain("ecg", "lejepa", "smoke", seed=1, overrides=over, root=tmp_path)
+    assert other != run                                               # another seed is another run
+    monkeypatch.setitem(P.EVAL_SIZES, "smoke", dict(train=48, test=32))
+    res = P.evaluate(run, "smoke", seed=0, root=tmp_path)
+    assert sorted(res.label.unique()) == ["rhythm", "superclass"] and set(res.probe) == {"linear", "knn"}
+    assert res.auroc.between(0, 1).all() and (res.n_test == 32).all()
+    assert list((tmp_path / "runs/features/smoke").glob("*.pt")), "features were not cached"
