@@ -7,7 +7,7 @@ from conftest import ROOT
 def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatch):
     (tmp_path / "nbs" / "experiments").mkdir(parents=True); (tmp_path / "pyproject.toml").write_text("")
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
-    over = ["steps=3", "batch_size=8", "data.n=32", "encoder_kw.depth=1", "log_every=1"]
+    over = {"steps": 3, "batch_size": 8, "data.n": 32, "encoder_kw.depth": 1, "log_every": 1}
     run = P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path)
     mtime = (run / "backbone.pt").stat().st_mtime_ns
     assert P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path) == run
