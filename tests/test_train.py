@@ -74,8 +74,6 @@ def test_two_gloo_processes_equal_one_with_the_doubled_batch(tmp_path):
     r = subprocess.run(train_cmd(cfg2, nproc=2), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     s1, s2 = (load_checkpoint(o / "last.pt")["model"] for o in (out1, out2))
-    moved = False
-    init = TrainConfig.from_yaml(cfg1)
     for k in s1:
         torch.testing.assert_close(s2[k], s1[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
     # and the runs really trained: the SIGReg-bearing loss changed across steps
