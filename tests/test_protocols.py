@@ -1,4 +1,4 @@
-"""pretrain → evaluate end to end on a throwaway copy of the recipes; the second pretrain reuses the run."""
+"""pretrain → evaluate end to end on a throwaway copy of the recipes; the second pretrain reuses the run, changed code does not."""
 import shutil
 from pathlib import Path
 import sslmed.protocols as P
@@ -19,3 +19,8 @@ def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatc
     assert sorted(res.label.unique()) == ["rhythm", "superclass"] and set(res.probe) == {"linear", "knn"}
     assert res.auroc.between(0, 1).all() and (res.n_test == 32).all()
     assert list((tmp_path / "runs/features/smoke").glob("*.pt")), "features were not cached"
+    n_features = len(list((tmp_path / "runs/features/smoke").glob("*.pt")))
+    (tmp_path / "sslmed").mkdir(); (tmp_path / "sslmed" / "phantoms.py").write_text("# changed\n")
+    assert P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path) != run  # new code: new run
+    P.embed(run, "smoke", seed=0, root=tmp_path)
+    assert len(list((tmp_path / "runs/features/smoke").glob("*.pt"))) > n_features  # ... and new features
