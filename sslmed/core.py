@@ -12,7 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['atomic_path', 'atomic_write_text', 'atomic_write_json', 'file_lock', 'project_root', 'file_sha256', 'files_digest',
-           'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype']
+           'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype',
+           'assert_margin']
 
 # %% ../nbs/13_core.ipynb #fc1d2662
 @contextlib.contextmanager
@@ -120,3 +121,19 @@ def stat_dtype(x):
     "The dtype statistics of `x` are computed in: float64 for float64 input, float32 otherwise."
     import torch
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+# %% ../nbs/13_core.ipynb #046cb50b
+def assert_margin(name: str, value: float, bound: float, above: bool = True) -> float:
+    "Assert that `value` lies beyond `bound` (above by default), record it in `$SSLMED_MARGINS`, return the margin."
+    value, bound = float(value), float(bound)
+    margin = value - bound if above else bound - value
+    if log := os.environ.get("SSLMED_MARGINS"):
+        rec = dict(name=name, value=value, bound=bound, margin=margin, above=above,
+                   capability=os.environ.get("ATEN_CPU_CAPABILITY", "native"), threads=_threads())
+        with open(log, "a") as f: f.write(json.dumps(rec) + "\n")  # one short append per record: safe across processes
+    if not margin > 0: raise AssertionError(f"{name}: {value:.4g} is not {'above' if above else 'below'} {bound:.4g}")
+    return margin
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()

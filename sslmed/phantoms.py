@@ -756,7 +756,8 @@ class NeuroPhantom(Phantom):
             u = _on_sphere(rng, -0.2)
             t1 = _unit(np.cross(u, rng.normal(0, 1, 3)))
             c = u * (p["axes"] - p["scalp"] - p["skull"] / 2)
-            has = rng.random(3) < (0.6, 0.5, 0.4)  # scalp haematoma, depressed fragment, intracranial air
+            has = rng.random(3) < (0.7, 0.7, 0.5)  # scalp haematoma, depressed fragment, intracranial air
+            has[1] |= not has.any()  # every fracture shows at least one sign visible at 5 mm voxels
             fr = p["fracture"] = dict(c=c, u=u, t1=t1, n=np.cross(u, t1), width=max(0.02, 0.9 * self.voxel),
                                       length=rng.uniform(0.2, 0.5), swelling=rng.uniform(0.1, 0.2) if has[0] else 0.0,
                                       depressed=(rng.uniform(0.12, 0.25), rng.uniform(1.0, 2.0) * p["skull"]) if has[1] else None,
