@@ -1,4 +1,4 @@
-"""One trainer for every method and domain: YAML configs, AdamW/LARS/SGD with warmup + cosine, bf16, torchrun, atomic checkpoints, exact resume, TensorBoard + CSV logs.
+"""One trainer for every method and domain: YAML configs with checked ranges, AdamW/LARS/SGD with warmup + cosine, gradient accumulation, bf16, torchrun, atomic checkpoints, exact resume, runs that never overwrite results, TensorBoard + CSV (+ wandb) logs under the seed systems' names.
 
 Docs: https://sslmed.github.io/sslmed/train.html.md"""
 
@@ -6,7 +6,9 @@ Docs: https://sslmed.github.io/sslmed/train.html.md"""
 
 # %% ../nbs/11_train.ipynb #4e83c4d1
 from __future__ import annotations
-import argparse, csv, difflib, hashlib, json, math, os, random, time, typing
+import argparse, csv, dataclasses, difflib, hashlib, json, math, os, random, re, shutil, sys, time, typing, warnings
+from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -17,16 +19,93 @@ from torch import nn, Tensor
 from .core import atomic_path, atomic_write_text
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TrainConfig', 'apply_overrides', 'LARS', 'param_groups', 'build_optimizer',
-           'warmup_cosine', 'ResumableBatches', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'Domain', 'get_domain', 'build_dataset', 'as_class_ids', 'RunLogger', 'TrainingDiverged',
-           'seed_everything', 'setup_distributed', 'make_views', 'fit', 'load_backbone', 'recipes_dir', 'recipe',
-           'main']
+__all__ = ['OPTIMIZERS', 'CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'ConfigError', 'check_config', 'TrainConfig',
+           'apply_overrides', 'LARS', 'param_groups', 'build_optimizer', 'warmup_cosine', 'ResumableBatches',
+           'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable',
+           'save_backbone', 'load_encoder_weights', 'Domain', 'get_domain', 'build_dataset', 'as_class_ids', 'tb_tags',
+           'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint',
+           'open_run_dir', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views', 'guard_sigreg',
+           'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch', 'forward', 'backward',
+           'after_step', 'log_step', 'snapshot', 'checkpoint', 'finish', 'fit', 'load_backbone', 'recipes_dir',
+           'recipe', 'main']
+
+# %% ../nbs/11_train.ipynb #a1c0e001
+class ConfigError(ValueError):
+    "A config value of the wrong type or outside its range; `key` names the config key."
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+# %% ../nbs/11_train.ipynb #a1c0e003
+OPTIMIZERS = ("adamw", "lars", "sgd")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+def _name(v) -> bool: return bool(v.strip())
+def _at_least(lo): return (lambda v: v >= lo), f">= {lo}"
+def _methods():
+    from sslmed.methods import METHODS
+    return METHODS
+
+_RANGES = {  # key: (is the value in range?, what it must be)
+    "domain": (_name, "a domain name"), "dataset": (_name, "a dataset name"),
+    "data_root": (lambda v: v is None or _name(v), "null or a folder"),
+    "method": (lambda v: v in _methods(), "a method of sslmed.methods.METHODS (lejepa, sigreg_jepa, vicreg, triplet, ema_jepa, supervised, random)"),
+    "encoder": (_name, "an encoder name"),
+    "views": (lambda v: v.get("chunk") is None or (type(v["chunk"]) is int and v["chunk"] >= 1),
+              "a mapping whose 'chunk' (samples per view generator) is null or an integer >= 1"),
+    "optimizer": (lambda v: v in OPTIMIZERS, "adamw, lars or sgd"),
+    "lr": (lambda v: 0 < v < math.inf, "> 0 and finite"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "betas": (lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "warmup_steps": _at_least(0), "steps": _at_least(1), "batch_size": _at_least(1), "accum_steps": _at_least(1),
+    "grad_clip": (lambda v: v is None or 0 < v < math.inf, "null (no clipping) or > 0"),
+    "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
+    "swa_start": (lambda v: 0 <= v < 1, "a fraction of the steps in [0, 1)"),
+    "seed": _at_least(0), "out_dir": (_name, "a folder"),
+    "log_every": _at_least(1), "ckpt_every": _at_least(1),
+    "keep_every": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "monitor": (_name, "the name of a value logged every step (loss, a loss term, lr or grad_norm)"),
+    "monitor_mode": (lambda v: v in ("min", "max"), "min or max"),
+    "resume_from": (lambda v: v is None or _name(v), "null or a checkpoint file"),
+    "init_from": (lambda v: v is None or _name(v), "null or a checkpoint or backbone file"),
+    "num_workers": _at_least(0),
+    "device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, mps, cuda or cuda:N"),
+}
+_BY_TYPE = ("data", "method_kw", "encoder_kw", "compile", "swa", "resume", "overwrite", "progress", "wandb")  # any value of the type
+
+def _type_ok(v, tp) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is typing.Any: return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)): return any(_type_ok(v, a) for a in args)
+    if tp is type(None): return v is None
+    if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int: return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, origin or tp)
+
+def check_config(cfg):
+    "Check every key's type, then its range, then the keys that exclude each other; `ConfigError` names the key and value."
+    hints = typing.get_type_hints(type(cfg))
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if not _type_ok(v, hints[f.name]):
+            raise ConfigError(f.name, f"config key {f.name!r} must be {hints[f.name]}, got {v!r} ({type(v).__name__})")
+        if hints[f.name] is float and isinstance(v, int): setattr(cfg, f.name, float(v))
+    for k, (ok, want) in _RANGES.items():
+        if not ok(getattr(cfg, k)): raise ConfigError(k, f"config key {k!r} must be {want}, got {getattr(cfg, k)!r}")
+    if cfg.overwrite and (cfg.resume or cfg.resume_from):
+        raise ConfigError("overwrite", "config keys 'overwrite' and 'resume'/'resume_from' exclude each other: "
+                                       "resume continues the run in out_dir, overwrite replaces it")
+    if cfg.resume_from and cfg.init_from:
+        raise ConfigError("init_from", "config keys 'resume_from' and 'init_from' exclude each other: resume_from continues "
+                                       "a run (its optimiser and step), init_from starts a new one from its encoder's weights")
+    if cfg.warmup_steps >= cfg.steps:
+        warnings.warn(f"warmup_steps={cfg.warmup_steps} >= steps={cfg.steps}: the learning rate never reaches its peak", stacklevel=4)
 
 # %% ../nbs/11_train.ipynb #f0db4355
 @dataclass
 class TrainConfig:
-    "Everything one training run needs; `TrainConfig.from_yaml(path)`; unknown or mistyped keys are errors."
+    "Everything one training run needs; `TrainConfig.from_yaml(path)`; unknown, mistyped or out-of-range values are errors."
     # what to train
     domain: str = "angio"               # angio | ecg | fundus | neuro
     dataset: str = "phantom"            # phantom, or a real dataset of the domain
@@ -36,34 +115,53 @@ class TrainConfig:
     method_kw: dict = field(default_factory=dict)   # method arguments (lamb, num_slices, proj_dim, mask, momentum, …)
     encoder: str = "vit_tiny_patch16_224"
     encoder_kw: dict = field(default_factory=dict)  # arguments of create_encoder (img_size, patch_size, …)
-    views: dict = field(default_factory=dict)       # arguments of the domain's view builder
+    views: dict = field(default_factory=dict)       # arguments of the domain's view builder (+ the trainer's `chunk`)
     # optimisation
     optimizer: str = "adamw"            # adamw | lars | sgd
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    momentum: float = 0.9
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
-    steps: int = 100                    # total optimisation steps
-    batch_size: int = 32                # per process
-    grad_clip: float | None = 1.0
+    lr: float = 5e-4                    # > 0
+    weight_decay: float = 0.05          # >= 0
+    momentum: float = 0.9               # [0, 1): SGD and LARS
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # two in [0, 1): AdamW
+    warmup_steps: int = 0               # >= 0
+    steps: int = 100                    # total optimisation steps, >= 1
+    batch_size: int = 32                # per process and micro-batch, >= 1
+    accum_steps: int = 1                # micro-batches per optimiser step, >= 1: a step sees batch_size × accum_steps × processes
+                                        # samples. Equal to one step on that large batch only for losses that are means over
+                                        # samples (supervised); SIGReg, VICReg and triplet mining are batch statistics, here
+                                        # computed per micro-batch, so their accumulated step is not the large batch's
+    grad_clip: float | None = 1.0       # max gradient norm, > 0; null: no clipping
     precision: str = "fp32"             # fp32 | bf16 (autocast; SIGReg stays float32)
     compile: bool = False
     swa: bool = False                   # keep a stochastic weight average of the encoder
-    swa_start: float = 0.75             # fraction of the steps after which SWA averages
+    swa_start: float = 0.75             # [0, 1): fraction of the steps after which SWA averages
     # bookkeeping
-    seed: int = 0
+    seed: int = 0                       # >= 0
     out_dir: str = "runs/train/default"
-    log_every: int = 10
-    ckpt_every: int = 50
-    keep_every: int | None = None       # also keep backbone_step<k>.pt every k steps (and at step 0), for F4
-    monitor: str = "loss"               # the logged value whose minimum makes best.pt
-    resume: bool = False
-    num_workers: int = 0
-    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    log_every: int = 10                 # >= 1
+    ckpt_every: int = 50                # >= 1
+    keep_every: int | None = None       # also keep backbone_step<k>.pt every k >= 1 steps (and at step 0), for F4
+    monitor: str = "loss"               # a value logged every step (loss, a loss term, lr, grad_norm) whose best mean
+    monitor_mode: str = "min"           # min | max — makes best.pt and best-<monitor>.pt
+    resume: bool = False                # continue the run in out_dir from its last.pt
+    resume_from: str | None = None      # continue from this checkpoint file instead
+    init_from: str | None = None        # a new run (fresh optimiser, step 0) whose encoder starts from this checkpoint or backbone
+    overwrite: bool = False             # replace the run already in out_dir (its files are deleted); otherwise a new run refuses a non-empty out_dir
+    num_workers: int = 0                # >= 0
+    device: str = "auto"                # auto | cpu | mps | cuda | cuda:N
     progress: bool = True
+    wandb: bool = False                 # also log to Weights & Biases, offline, when wandb is installed
 
-    def __post_init__(self): _check_types(self)
+    def __post_init__(self): check_config(self)
+
+    @property
+    def views_kw(self) -> dict:
+        "The domain view builder's arguments: `views` without the trainer's own `chunk`."
+        return {k: v for k, v in self.views.items() if k != "chunk"}
+
+    @property
+    def view_chunk(self) -> int:
+        "Samples per view generator: `views.chunk`, or the whole per-process micro-batch."
+        return self.views.get("chunk") or self.batch_size
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
@@ -73,8 +171,9 @@ class TrainConfig:
         for k in d:
             if k not in known:
                 close = difflib.get_close_matches(k, known, n=1)
-                raise ValueError(f"{source}: unknown key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ConfigError(k, f"{source}: unknown key {k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         try: return cls(**d)
+        except ConfigError as e: raise ConfigError(e.key, f"{source}: {e}") from None
         except TypeError as e: raise ValueError(f"{source}: {e}") from None
 
     @classmethod
@@ -88,26 +187,7 @@ class TrainConfig:
 
     def to_yaml(self) -> str: return yaml.safe_dump(asdict(self), sort_keys=False)
 
-def _type_ok(v, tp) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is typing.Any: return True
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)): return any(_type_ok(v, a) for a in args)
-    if tp is type(None): return v is None
-    if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if tp is int: return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, origin or tp)
-
-def _check_types(cfg):
-    hints = typing.get_type_hints(type(cfg))
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        if not _type_ok(v, hints[f.name]):
-            raise ValueError(f"config key {f.name!r} must be {hints[f.name]}, got {v!r} ({type(v).__name__})")
-        if hints[f.name] is float and isinstance(v, int): setattr(cfg, f.name, float(v))
-    if cfg.precision not in ("fp32", "bf16"): raise ValueError(f"config key 'precision' must be fp32 or bf16, got {cfg.precision!r}")
-    if cfg.optimizer not in ("adamw", "lars", "sgd"): raise ValueError(f"config key 'optimizer' must be adamw, lars or sgd, got {cfg.optimizer!r}")
-    if cfg.steps < 0 or cfg.batch_size < 1: raise ValueError(f"config keys 'steps' >= 0 and 'batch_size' >= 1 required, got {cfg.steps}, {cfg.batch_size}")
-
+# %% ../nbs/11_train.ipynb #a1c0e005
 def apply_overrides(d: dict, overrides) -> dict:
     "Apply `key=value` strings (values parsed as YAML) to a config mapping, dots reaching into nested mappings."
     d = json.loads(json.dumps(d))  # a deep copy of plain data
@@ -186,9 +266,13 @@ class ResumableBatches:
         g = self._perm(e)[i * self.bs * self.world:(i + 1) * self.bs * self.world]
         return g[self.rank * self.bs:(self.rank + 1) * self.bs].tolist()
 
-    def from_step(self, start: int, stop: int):
-        "Yield index lists for steps `start … stop-1` (a batch sampler for DataLoader)."
-        for s in range(start, stop): yield self.indices(s)
+    def from_step(self, start: int, stop: int, accum: int = 1):
+        "Yield index lists for steps `start … stop-1` (a batch sampler for DataLoader), each step as `accum` micro-batches."
+        if self.bs % accum: raise ValueError(f"a batch of {self.bs} does not split into {accum} micro-batches")
+        mb = self.bs // accum
+        for s in range(start, stop):
+            idx = self.indices(s)
+            for j in range(accum): yield idx[j * mb:(j + 1) * mb]
 
 # %% ../nbs/11_train.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -218,19 +302,54 @@ def save_checkpoint(path, **state) -> Path:
     with atomic_path(path) as tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp)
     return Path(path)
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    "Load a checkpoint written by `save_checkpoint`, safely; a torn or foreign file raises `CheckpointError`."
+def _safe_load(path, map_location="cpu"):
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ck = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable sslmed checkpoint (torn write or foreign file): "
                               f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"{path} is not an sslmed checkpoint: missing format marker {CKPT_FORMAT!r}")
+
+def _is_marked(ck) -> bool: return isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    "Load a checkpoint written by `save_checkpoint`, safely; a torn or foreign file raises `CheckpointError`."
+    ck = _safe_load(path, map_location)
+    if not _is_marked(ck): raise CheckpointError(f"{path} is not an sslmed checkpoint: missing format marker {CKPT_FORMAT!r}")
     return ck
+
+# %% ../nbs/11_train.ipynb #a1c0e008
+def portable(encoder: nn.Module) -> nn.Module:
+    "The module `backbone.pt` holds: the timm model inside sslmed's timm wrappers, any other encoder as it is."
+    from sslmed.encoders import TimmViT, TimmFeatures
+    return encoder.model if isinstance(encoder, (TimmViT, TimmFeatures)) else encoder
+
+def save_backbone(path, encoder: nn.Module) -> Path:
+    "Atomically write `portable(encoder)`'s plain state dict, on the CPU: `model.load_state_dict(torch.load(path))` reads it."
+    sd = portable(encoder).state_dict()
+    cpu = OrderedDict((k, v.detach().cpu()) for k, v in sd.items())
+    cpu._metadata = getattr(sd, "_metadata", None)  # module versions, kept as `state_dict()` keeps them
+    with atomic_path(path) as tmp: torch.save(cpu, tmp)
+    return Path(path)
+
+# %% ../nbs/11_train.ipynb #a1c0e010
+def load_encoder_weights(encoder: nn.Module, src, map_location="cpu", name=None) -> nn.Module:
+    "Load into `encoder` the backbone weights of `src` (a path, or what was loaded from `name`): backbone.pt, old or new, or last.pt/best.pt."
+    is_path = isinstance(src, (str, os.PathLike))
+    ck, src = (_safe_load(src, map_location), src) if is_path else (src, name or "the checkpoint")
+    if _is_marked(ck) and "state_dict" in ck: state, target = ck["state_dict"], encoder      # wrapped backbone.pt
+    elif _is_marked(ck) and "model" in ck:                                                   # a whole-method checkpoint
+        pre = ck.get("backbone_prefix", "encoder.")
+        state, target = {k[len(pre):]: v for k, v in ck["model"].items() if k.startswith(pre)}, encoder
+    elif _is_marked(ck): raise CheckpointError(f"{src} holds no encoder weights (neither 'state_dict' nor 'model')")
+    else: state, target = ck, portable(encoder)                                              # a plain state dict
+    try: target.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{src}: its weights do not fit the encoder {getattr(encoder, 'name', type(encoder).__name__)}: "
+                              f"{' '.join(str(e).split())[:400]}") from None
+    return encoder
 
 # %% ../nbs/11_train.ipynb #efb826b3
 @dataclass
@@ -321,19 +440,43 @@ def as_class_ids(y: Tensor) -> Tensor:
     return y.long().reshape(-1)
 
 # %% ../nbs/11_train.ipynb #4a415126
-TB_NAMES = {"lr": "train/lr", "grad_norm": "train/grad_norm", "throughput": "train/throughput",
-            "gpu_memory_mib": "system/gpu_memory"}
+TB_NAMES = {"loss": "train/loss", "inv": "train/inv_loss", "sigreg": "train/sigreg_loss", "pred": "train/pred_loss",
+            "lr": "train/lr", "grad_norm": "gradients/norm", "throughput": "train/throughput",
+            "step_time": "train/step_time", "gpu_memory_mib": "system/gpu_memory_mib"}
+TB_ALIASES = {"lejepa": {"loss": ("train/lejepa_loss",)}}  # seed 000 logs LeJEPA's total loss under its own name
 
+def tb_tags(key: str, method: str | None = None) -> list[str]:
+    "The TensorBoard (and wandb) names of a logged value: the seed systems' names, else `train/<key>`."
+    return [TB_NAMES.get(key, f"train/{key}"), *TB_ALIASES.get(method, {}).get(key, ())]
+
+# %% ../nbs/11_train.ipynb #a1c0e014
+def wandb_run(out_dir, config: dict | None = None):
+    "An offline wandb run in `out_dir/wandb`, or None — with a one-line warning — when wandb is missing or fails to start."
+    try: import wandb
+    except ImportError:
+        warnings.warn("wandb: true, but wandb is not installed (pip install wandb); logging to TensorBoard and metrics.csv only", stacklevel=2)
+        return None
+    out = Path(out_dir).resolve()
+    try:
+        return wandb.init(mode="offline", dir=str(out), project="sslmed", name=out.name, config=config, resume="allow",
+                          id=hashlib.sha1(str(out).encode()).hexdigest()[:16])
+    except Exception as e:
+        warnings.warn(f"wandb did not start ({type(e).__name__}: {str(e).splitlines()[0][:200]}); logging without it", stacklevel=2)
+        return None
+
+# %% ../nbs/11_train.ipynb #a1c0e015
 class RunLogger:
-    "Writes metric rows to TensorBoard (`tb/`) and `metrics.csv` in the run folder (rank 0 only)."
-    def __init__(self, out_dir, enabled: bool = True, keep_until: int | None = None):
-        self.enabled, self.csv = enabled, Path(out_dir) / "metrics.csv"
-        self.tb, self.fields = None, None
+    "Writes metric rows to TensorBoard (`tb/`), `metrics.csv` and, if asked, offline wandb, in the run folder (rank 0 only)."
+    def __init__(self, out_dir, enabled: bool = True, keep_until: int | None = None, method: str | None = None,
+                 wandb: bool = False, config: dict | None = None):
+        self.enabled, self.csv, self.method = enabled, Path(out_dir) / "metrics.csv", method
+        self.tb, self.fields, self.wb = None, None, None
         if not enabled: return
         if keep_until is not None and self.csv.exists(): self._truncate(keep_until)
         elif self.csv.exists(): self.csv.unlink()
         from torch.utils.tensorboard import SummaryWriter
         self.tb = SummaryWriter(str(Path(out_dir) / "tb"), purge_step=None if keep_until is None else keep_until + 1)
+        if wandb: self.wb = wandb_run(out_dir, config)
 
     def _truncate(self, step: int):
         lines = self.csv.read_text().splitlines()
@@ -344,7 +487,9 @@ class RunLogger:
 
     def log(self, step: int, row: dict):
         if not self.enabled: return
-        for k, v in row.items(): self.tb.add_scalar(TB_NAMES.get(k, f"train/{k}"), v, step)
+        tagged = {t: v for k, v in row.items() for t in tb_tags(k, self.method)}
+        for t, v in tagged.items(): self.tb.add_scalar(t, v, step)
+        if self.wb is not None: self.wb.log(tagged, step=step)
         new = not self.csv.exists()
         if self.fields is None: self.fields = ["step", *row]
         with open(self.csv, "a", newline="") as f:
@@ -354,6 +499,66 @@ class RunLogger:
 
     def close(self):
         if self.tb is not None: self.tb.close()
+        if self.wb is not None: self.wb.finish()
+
+# %% ../nbs/11_train.ipynb #a1c0e018
+_TMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)")
+
+def stale_temp_files(out_dir) -> list[Path]:
+    "Files a killed `atomic_path` write left in `out_dir`: `.<name>.<8 random characters><suffix of name, or .tmp>`."
+    out, found = Path(out_dir), []
+    if not out.is_dir(): return found
+    for p in sorted(out.iterdir()):
+        m = _TMP.fullmatch(p.name)
+        if m and p.is_file() and m["suffix"] == (Path(m["name"]).suffix or ".tmp"): found.append(p)
+    return found
+
+def run_contents(out_dir) -> list[str]:
+    "What `out_dir` holds besides stale temp files (folders end in `/`): a new run refuses a folder where this is not empty."
+    out = Path(out_dir)
+    if not out.is_dir(): return []
+    stale = set(stale_temp_files(out))
+    return [p.name + "/" * p.is_dir() for p in sorted(out.iterdir()) if p not in stale]
+
+# %% ../nbs/11_train.ipynb #a1c0e020
+def check_out_dir(cfg: TrainConfig):
+    "Refuse a new run into an `out_dir` that holds anything (unless `overwrite` or a resume), touching nothing."
+    if cfg.overwrite or cfg.resume or cfg.resume_from: return
+    held = run_contents(cfg.out_dir)
+    if held:
+        shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+        raise FileExistsError(f"out_dir {cfg.out_dir} is not empty: it holds {shown}; set resume: true to continue that run, "
+                              f"overwrite: true to replace it, or choose another out_dir")
+
+# %% ../nbs/11_train.ipynb #a1c0e023
+_RESUME_KEYS = ("domain", "dataset", "method", "method_kw", "encoder", "encoder_kw", "views", "batch_size", "seed",
+                "optimizer", "data", "accum_steps", "monitor", "monitor_mode")
+
+def _default(f): return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+def resume_checkpoint(cfg: TrainConfig) -> dict | None:
+    "The checkpoint a resumed run continues from, checked against `cfg` (on the CPU); None for a fresh start."
+    if cfg.resume_from: path = Path(cfg.resume_from)
+    elif cfg.resume and (Path(cfg.out_dir) / "last.pt").exists(): path = Path(cfg.out_dir) / "last.pt"
+    else: return None
+    ck = load_checkpoint(path)
+    defaults = {f.name: _default(f) for f in fields(TrainConfig)}
+    diff = [k for k in _RESUME_KEYS if ck["config"].get(k, defaults[k]) != getattr(cfg, k)]
+    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's")
+    return ck
+
+# %% ../nbs/11_train.ipynb #a1c0e026
+_RUN_FILES = ("config.yaml", "metrics.csv", "tb", "wandb", "last.pt", "best.pt", "best-*.pt", "backbone.pt", "backbone_step*.pt")
+
+def open_run_dir(cfg: TrainConfig) -> Path:
+    "Create `out_dir`, remove stale temp files (and with `overwrite` the old run's files), print what went, write config.yaml."
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gone = stale_temp_files(out) + (sorted({p for pat in _RUN_FILES for p in out.glob(pat)}) if cfg.overwrite else [])
+    for p in gone: shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if gone: print(f"sslmed.train: removed from {out}: {', '.join(p.name for p in gone)}", file=sys.stderr)
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    return out
 
 # %% ../nbs/11_train.ipynb #a07bd255
 class TrainingDiverged(RuntimeError): pass
@@ -374,6 +579,7 @@ def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     if dev.type == "cuda": torch.cuda.set_device(dev)
     return (dist.get_rank(), dist.get_world_size(), dev) if dist.is_initialized() else (rank, 1, dev)
 
+# %% ../nbs/11_train.ipynb #a1c0e028
 def make_views(multiview, x: Tensor, seed: int, step: int, offset: int, chunk: int) -> list[Tensor]:
     "Views of a batch; samples in chunks of `chunk`, each with its own generator keyed by its global position."
     parts = []
@@ -387,128 +593,262 @@ def _to(obj, device):
     if isinstance(obj, dict): return {k: _to(v, device) for k, v in obj.items()}
     return obj
 
-_RESUME_KEYS = ("domain", "dataset", "method", "method_kw", "encoder", "encoder_kw", "views", "batch_size", "seed",
-                "optimizer", "data")
+# %% ../nbs/11_train.ipynb #a1c0e031
+def guard_sigreg(method: nn.Module) -> list:
+    "Hooks that raise `TrainingDiverged` when a SIGReg of `method` is handed non-finite embeddings; returns their handles."
+    from sslmed.sigreg import SIGReg
+    def check(module, args):
+        ok = torch.isfinite(args[0]).all()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            ok = ok.to(torch.int32); dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if not bool(ok): raise TrainingDiverged("non-finite embeddings (NaN or Inf) reached SIGReg")
+    return [m.register_forward_pre_hook(check) for m in method.modules() if isinstance(m, SIGReg)]
 
-def fit(cfg: TrainConfig, dataset=None) -> dict:
-    "Train `cfg.method` on `cfg.domain`; writes config.yaml, metrics.csv, tb/, last.pt, best.pt and backbone.pt."
+# %% ../nbs/11_train.ipynb #a1c0e034
+def build_method(cfg: TrainConfig, dom, device=torch.device("cpu"), world: int = 1):
+    "The method around a freshly seeded encoder (weights from `init_from`, if set) and the domain's views."
     from sslmed.encoders import create_encoder
     from sslmed.methods import create_method
-    rank, world, device = setup_distributed(cfg.device)
-    out = Path(cfg.out_dir); main = rank == 0
-    if main: out.mkdir(parents=True, exist_ok=True)
-    dom = get_domain(cfg.domain)
-    ds = dataset if dataset is not None else build_dataset(cfg)
     seed_everything(cfg.seed)  # identical initial weights on every rank
     encoder = create_encoder(cfg.encoder, dom.in_chans, **cfg.encoder_kw)
     method = create_method(cfg.method, encoder, n_classes=dom.n_classes, task=dom.task, **cfg.method_kw).to(device)
-    views = dom.views(**{k: v for k, v in cfg.views.items() if k != "chunk"})  # `chunk` is the trainer's, not the views'
+    views = dom.views(**cfg.views_kw)
     if method.n_views > views.n_views:
         raise ValueError(f"method {cfg.method!r} needs {method.n_views} views per sample; config 'views' gives {views.n_views}")
     if method.uses_sigreg and cfg.batch_size * world < 2:
         raise ValueError(f"SIGReg needs at least 2 samples per global batch: batch_size={cfg.batch_size} × {world} process(es)")
-    ckpt_last, ckpt_best, ckpt_backbone = out / "last.pt", out / "best.pt", out / "backbone.pt"
-    if main: atomic_write_text(out / "config.yaml", cfg.to_yaml())
-    if not method.trainable:  # the random-init baseline: the encoder as initialised is the result
-        if main: save_checkpoint(ckpt_backbone, state_dict=method.backbone().state_dict(), encoder=cfg.encoder, config=asdict(cfg))
-        return {"out_dir": str(out), "steps": 0, "backbone": str(ckpt_backbone)}
-    if world > 1 and device.type == "cuda": method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    opt = build_optimizer(method, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
-    swa = torch.optim.swa_utils.AveragedModel(method.backbone()) if cfg.swa else None
-    start, best = 0, math.inf
-    if cfg.resume and ckpt_last.exists():
-        ck = load_checkpoint(ckpt_last, map_location=device)
-        diff = [k for k in _RESUME_KEYS if ck["config"].get(k) != getattr(cfg, k)]
-        if diff: raise ValueError(f"cannot resume from {ckpt_last}: config keys {diff} differ from the checkpoint's")
-        method.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        if swa is not None and ck.get("swa") is not None: swa.load_state_dict(ck["swa"])
-        start, best = ck["step"], ck["best"]
-        set_rng_state(ck["rng"])
-    model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else method
-    step_fn = torch.compile(model) if cfg.compile else model
-    batches = ResumableBatches(len(ds), cfg.batch_size, cfg.seed, rank, world)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=list(batches.from_step(start, cfg.steps)),
+    if cfg.init_from:
+        load_encoder_weights(method.encoder, cfg.init_from)
+        if method.backbone() is not method.encoder: method.backbone().load_state_dict(method.encoder.state_dict())  # e.g. an EMA teacher
+    return method, views
+
+# %% ../nbs/11_train.ipynb #a1c0e037
+class Best:
+    "The best monitored value so far, the lowest (`mode='min'`) or the highest (`'max'`)."
+    def __init__(self, mode: str = "min", value: float | None = None):
+        self.mode = mode
+        self.value = value if value is not None else (math.inf if mode == "min" else -math.inf)
+
+    def improves(self, v: float) -> bool: return v < self.value if self.mode == "min" else v > self.value
+
+# %% ../nbs/11_train.ipynb #a1c0e040
+@dataclass
+class Run:
+    "The state of one training run: process, folder, model, optimiser, data, logger and bookkeeping."
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    dom: typing.Any
+    method: nn.Module
+    views: typing.Any
+    model: typing.Any = None                 # what a step calls: the method, DDP-wrapped and/or compiled
+    ddp: typing.Any = None
+    opt: typing.Any = None
+    sched: typing.Any = None
+    swa: typing.Any = None
+    order: ResumableBatches | None = None
+    batches: typing.Any = None               # this rank's micro-batches, in order
+    log: RunLogger | None = None
+    bar: typing.Any = None
+    best: Best | None = None
+    start: int = 0
+    window: list = field(default_factory=list)  # monitored values since the last checkpoint
+    hooks: list = field(default_factory=list)
+    seen: int = 0
+    since_log: int = 0
+    t0: float = 0.0
+
+    @property
+    def main(self) -> bool: return self.rank == 0
+    @property
+    def last(self) -> Path: return self.out / "last.pt"
+    @property
+    def amp(self): return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+    @property
+    def backbone_prefix(self) -> str: return next(n for n, m in self.method.named_children() if m is self.method.backbone()) + "."
+
+    def no_sync(self, j: int):
+        "DDP syncs gradients on a step's last micro-batch only."
+        return self.ddp.no_sync() if self.ddp is not None and j < self.cfg.accum_steps - 1 else nullcontext()
+
+    def close(self):
+        for h in self.hooks: h.remove()
+        if self.bar is not None: self.bar.close()
+        if self.log is not None: self.log.close()
+
+# %% ../nbs/11_train.ipynb #a1c0e041
+def restore(ck: dict, r: Run) -> tuple[int, float]:
+    "Load a resumed run's model, optimiser, schedule, SWA and RNG states; the step and best value it had reached."
+    r.method.load_state_dict(ck["model"]); r.opt.load_state_dict(ck["optimizer"]); r.sched.load_state_dict(ck["scheduler"])
+    if r.swa is not None and ck.get("swa") is not None: r.swa.load_state_dict(ck["swa"])
+    set_rng_state(ck["rng"])
+    return ck["step"], ck["best"]
+
+def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, device) -> tuple[ResumableBatches, typing.Iterator]:
+    "The data order and this rank's micro-batches for steps `start … steps-1`, `accum_steps` per step."
+    order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-    log = RunLogger(out, main, keep_until=start if cfg.resume else None)
-    chunk = cfg.batch_size if cfg.views.get("chunk") is None else cfg.views["chunk"]
+    return order, iter(loader)
 
-    def checkpoint(step, window_mean):
-        nonlocal best
-        if not main: return
-        if window_mean < best:
-            best = window_mean
-            save_checkpoint(ckpt_best, model=method.state_dict(), step=step, value=best, config=asdict(cfg))
-        save_checkpoint(ckpt_last, model=method.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        swa=None if swa is None else swa.state_dict(), step=step, best=best, rng=rng_state(),
-                        config=asdict(cfg), epoch=batches.epoch_of(step))
-
+# %% ../nbs/11_train.ipynb #a1c0e042
+def setup_run(cfg: TrainConfig, dataset=None) -> Run:
+    "Everything before the first step, in order: refusals (nothing written yet), data, model, optimiser, resumed state, logger."
     from tqdm import tqdm  # the plain bar: tqdm.auto needs ipywidgets inside papermill kernels
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (main and cfg.progress), desc=f"{cfg.method}/{cfg.domain}",
-               dynamic_ncols=True, mininterval=1.0)
-    def snapshot(step):
-        if main and cfg.keep_every and step % cfg.keep_every == 0:
-            save_checkpoint(out / f"backbone_step{step}.pt", state_dict=method.backbone().state_dict(), encoder=cfg.encoder,
-                            config=asdict(cfg), step=step)
-    snapshot(start)
-    t0, seen, window = time.perf_counter(), 0, []
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    method.train()
-    step = start
-    try:
-        for step, (x, labels) in enumerate(loader, start=start):
-            x, labels = _to(x, device), _to(labels, device)
-            y = labels.get(dom.label_key) if isinstance(labels, dict) else labels
-            if y is not None and cfg.method == "triplet": y = as_class_ids(y)
-            vs = make_views(views, x, cfg.seed, step, rank * cfg.batch_size, chunk)
-            g = torch.Generator().manual_seed(_seed(cfg.seed, step, "mask", rank))
-            try:
-                with amp: terms = step_fn(vs, labels=y, step=step, generator=g)
-            except ValueError as e:  # SIGReg refuses non-finite embeddings before any loss exists
-                if "non-finite" not in str(e): raise
-                raise TrainingDiverged(f"step {step}: {e}; stopped before the optimiser step — "
-                                       f"{ckpt_last} holds the last good state") from None
-            loss = terms["loss"]
-            if not bool(torch.isfinite(loss)):
-                vals = {k: float(v.detach()) for k, v in terms.items()}
-                raise TrainingDiverged(f"step {step}: non-finite loss {vals}; stopped before the optimiser step — "
-                                       f"{ckpt_last} holds the last good state")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gn = nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip if cfg.grad_clip else math.inf)
-            opt.step(); sched.step()
-            method.after_step(step + 1, cfg.steps)
-            if swa is not None and step + 1 >= cfg.swa_start * cfg.steps: swa.update_parameters(method.backbone())
-            seen += len(x) * world
-            window.append(float(loss.detach()))
-            done = step + 1
-            if main and (done % cfg.log_every == 0 or done == cfg.steps):
-                dt = time.perf_counter() - t0
-                row = {k: float(v.detach()) for k, v in terms.items()}
-                row.update(lr=sched.get_last_lr()[0], grad_norm=float(gn), throughput=seen / max(dt, 1e-9),
-                           gpu_memory_mib=torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0)
-                log.log(done, row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", samples_s=f"{row['throughput']:.0f}")
-                t0, seen = time.perf_counter(), 0
-            bar.update(1)
-            snapshot(done)
-            if done % cfg.ckpt_every == 0 or done == cfg.steps:
-                checkpoint(done, float(np.mean(window)) if window else math.inf); window = []
-    finally:
-        bar.close(); log.close()
-    if main:
-        bb = swa.module if swa is not None else method.backbone()
-        save_checkpoint(ckpt_backbone, state_dict=bb.state_dict(), encoder=cfg.encoder, config=asdict(cfg))
-    return {"out_dir": str(out), "steps": cfg.steps, "backbone": str(ckpt_backbone), "best": best}
+    rank, world, device = setup_distributed(cfg.device)
+    check_out_dir(cfg)                       # a non-empty out_dir, a torn or mismatched checkpoint: refused here, nothing written
+    ck = resume_checkpoint(cfg)
+    dom = get_domain(cfg.domain)
+    ds = dataset if dataset is not None else build_dataset(cfg)
+    method, views = build_method(cfg, dom, device, world)
+    if world > 1: dist.barrier()             # every rank has looked at out_dir before rank 0 changes it
+    r = Run(cfg, rank, world, device, open_run_dir(cfg) if rank == 0 else Path(cfg.out_dir), dom, method, views)
+    if not method.trainable: return r
+    if world > 1 and device.type == "cuda": r.method = nn.SyncBatchNorm.convert_sync_batchnorm(r.method)
+    r.opt = build_optimizer(r.method, cfg)
+    r.sched = torch.optim.lr_scheduler.LambdaLR(r.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
+    r.swa = torch.optim.swa_utils.AveragedModel(r.method.backbone()) if cfg.swa else None
+    r.start, best = restore(ck, r) if ck is not None else (0, None)
+    r.best, r.hooks = Best(cfg.monitor_mode, best), guard_sigreg(r.method)
+    if world > 1: r.ddp = nn.parallel.DistributedDataParallel(r.method, device_ids=[device.index] if device.type == "cuda" else None)
+    r.model = r.method if r.ddp is None else r.ddp
+    if cfg.compile: r.model = torch.compile(r.model)
+    r.order, r.batches = micro_batches(cfg, ds, r.start, rank, world, device)
+    resumed = cfg.resume or cfg.resume_from is not None
+    r.log = RunLogger(r.out, r.main, keep_until=r.start if resumed else None, method=cfg.method, wandb=cfg.wandb, config=asdict(cfg))
+    r.bar = tqdm(total=cfg.steps, initial=r.start, disable=not (r.main and cfg.progress), desc=f"{cfg.method}/{cfg.domain}",
+                 dynamic_ncols=True, mininterval=1.0)
+    snapshot(r, r.start)
+    r.method.train()
+    r.t0 = time.perf_counter()
+    return r
 
-def load_backbone(path, device="cpu") -> nn.Module:
-    "The encoder saved in a run's `backbone.pt`, rebuilt with `create_encoder` from the run's config."
+# %% ../nbs/11_train.ipynb #a1c0e044
+def next_batch(r: Run) -> tuple[Tensor, typing.Any]:
+    "The next micro-batch of this rank on the device, with the labels the method trains on (class ids for triplet mining)."
+    x, labels = next(r.batches)
+    x, labels = _to(x, r.device), _to(labels, r.device)
+    y = labels.get(r.dom.label_key) if isinstance(labels, dict) else labels
+    if y is not None and r.cfg.method == "triplet": y = as_class_ids(y)
+    return x, y
+
+def forward(r: Run, x: Tensor, y, step: int, j: int = 0) -> dict:
+    "Views of micro-batch `j` of `step`, the method's forward pass and loss terms; `TrainingDiverged` if they are not finite."
+    cfg = r.cfg
+    vs = make_views(r.views, x, cfg.seed, step, (r.rank * cfg.accum_steps + j) * cfg.batch_size, cfg.view_chunk)
+    g = torch.Generator().manual_seed(_seed(cfg.seed, step, "mask", r.rank, *([j] if j else [])))
+    stop = f"stopped before the optimiser step — {r.last} holds the last good state"
+    try:
+        with r.amp: terms = r.model(vs, labels=y, step=step, generator=g)
+    except TrainingDiverged as e: raise TrainingDiverged(f"step {step}: {e}; {stop}") from None
+    if not bool(torch.isfinite(terms["loss"])):
+        raise TrainingDiverged(f"step {step}: non-finite loss {({k: float(v.detach()) for k, v in terms.items()})}; {stop}")
+    if cfg.monitor not in (*terms, "lr", "grad_norm"):
+        raise ConfigError("monitor", f"config key 'monitor' is {cfg.monitor!r}, which this run does not log every step; "
+                                     f"it logs {[*terms, 'lr', 'grad_norm']}")
+    return terms
+
+def backward(loss: Tensor, accum_steps: int):
+    "Backpropagate a micro-batch's share of the step's loss (the mean over micro-batches)."
+    (loss / accum_steps if accum_steps > 1 else loss).backward()
+
+# %% ../nbs/11_train.ipynb #a1c0e045
+def _mean(xs) -> float: return float(np.mean([float(x.detach()) if isinstance(x, Tensor) else float(x) for x in xs]))
+
+def after_step(r: Run, done: int):
+    "What follows an optimiser step: the method's own update (an EMA teacher) and the SWA average."
+    r.method.after_step(done, r.cfg.steps)
+    if r.swa is not None and done >= r.cfg.swa_start * r.cfg.steps: r.swa.update_parameters(r.method.backbone())
+
+def log_step(r: Run, done: int, terms: list[dict], gn: Tensor):
+    "Keep the monitored value; every `log_every` steps (and at the end) log loss terms, lr, gradient norm, throughput, step time."
+    cfg, lr = r.cfg, r.sched.get_last_lr()[0]
+    r.window.append(_mean(t[cfg.monitor] for t in terms) if cfg.monitor in terms[0] else lr if cfg.monitor == "lr" else float(gn))
+    r.since_log += 1
+    if r.main and (done % cfg.log_every == 0 or done == cfg.steps):
+        dt = time.perf_counter() - r.t0
+        row = {k: _mean(t[k] for t in terms) for k in terms[0]}
+        row.update(lr=lr, grad_norm=float(gn), throughput=r.seen / max(dt, 1e-9),
+                   gpu_memory_mib=torch.cuda.max_memory_allocated(r.device) / 2**20 if r.device.type == "cuda" else 0.0,
+                   step_time=dt / r.since_log)
+        r.log.log(done, row)
+        r.bar.set_postfix(loss=f"{row['loss']:.4g}", samples_s=f"{row['throughput']:.0f}")
+        r.t0, r.seen, r.since_log = time.perf_counter(), 0, 0
+    r.bar.update(1)
+
+# %% ../nbs/11_train.ipynb #a1c0e046
+def _same_file(src: Path, dst: Path):
+    "Make `dst` the file `src` is (a hard link, or a copy where links are impossible), atomically."
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try: os.link(src, tmp)
+        except OSError: shutil.copyfile(src, tmp)
+
+def snapshot(r: Run, step: int):
+    "Every `keep_every` steps (and at step 0) keep the backbone as `backbone_step<k>.pt`."
+    if r.main and r.cfg.keep_every and step % r.cfg.keep_every == 0:
+        save_backbone(r.out / f"backbone_step{step}.pt", r.method.backbone())
+
+def checkpoint(r: Run, done: int):
+    "A snapshot when due; every `ckpt_every` steps and at the end last.pt, and best.pt when the monitored mean improved."
+    cfg = r.cfg
+    snapshot(r, done)
+    if done % cfg.ckpt_every and done != cfg.steps: return
+    value, r.window = (float(np.mean(r.window)) if r.window else None), []
+    if not r.main: return
+    if value is not None and r.best.improves(value):
+        r.best.value = value
+        save_checkpoint(r.out / "best.pt", model=r.method.state_dict(), step=done, value=value, monitor=cfg.monitor,
+                        mode=cfg.monitor_mode, config=asdict(cfg), backbone_prefix=r.backbone_prefix)
+        _same_file(r.out / "best.pt", r.out / f"best-{re.sub(r'[^A-Za-z0-9_.-]', '_', cfg.monitor)}.pt")  # seed 004's name
+    save_checkpoint(r.last, model=r.method.state_dict(), optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(),
+                    swa=None if r.swa is None else r.swa.state_dict(), step=done, best=r.best.value, rng=rng_state(),
+                    config=asdict(cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix)
+
+def finish(r: Run) -> dict:
+    "Write backbone.pt — the SWA average when kept — and return the run's summary."
+    path = r.out / "backbone.pt"
+    if r.main: save_backbone(path, r.swa.module if r.swa is not None else r.method.backbone())
+    if not r.method.trainable: return {"out_dir": str(r.out), "steps": 0, "backbone": str(path)}
+    return {"out_dir": str(r.out), "steps": r.cfg.steps, "backbone": str(path), "best": r.best.value}
+
+# %% ../nbs/11_train.ipynb #a1c0e048
+def fit(cfg: TrainConfig, dataset=None) -> dict:
+    "Train `cfg.method` on `cfg.domain`; writes config.yaml, metrics.csv, tb/, last.pt, best.pt, best-<monitor>.pt, backbone.pt."
+    r = setup_run(cfg, dataset)
+    if not r.method.trainable: return finish(r)  # the random-init baseline: the encoder as initialised is the result
+    try:
+        for step in range(r.start, cfg.steps):
+            r.opt.zero_grad(set_to_none=True)
+            terms = []
+            for j in range(cfg.accum_steps):
+                x, y = next_batch(r)
+                with r.no_sync(j):
+                    terms.append(forward(r, x, y, step, j))
+                    backward(terms[-1]["loss"], cfg.accum_steps)
+                r.seen += len(x) * r.world
+            gn = nn.utils.clip_grad_norm_(r.method.parameters(), cfg.grad_clip or math.inf)
+            r.opt.step(); r.sched.step()
+            after_step(r, step + 1)
+            log_step(r, step + 1, terms, gn)
+            checkpoint(r, step + 1)
+    finally: r.close()
+    return finish(r)
+
+# %% ../nbs/11_train.ipynb #a1c0e051
+def load_backbone(path, device="cpu", config=None) -> nn.Module:
+    "The encoder saved in a run's `backbone.pt` (or `backbone_step<k>.pt`, `last.pt`, `best.pt`), ready for evaluation."
     from sslmed.encoders import create_encoder
-    ck = load_checkpoint(path, map_location=device)
-    cfg = TrainConfig.from_dict(ck["config"], source=str(path))
+    path = Path(path)
+    ck = _safe_load(path)
+    if config is not None: cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config)
+    elif _is_marked(ck) and "config" in ck: cfg = TrainConfig.from_dict(ck["config"], source=str(path))
+    elif (path.parent / "config.yaml").is_file(): cfg = TrainConfig.from_yaml(path.parent / "config.yaml")
+    else: raise FileNotFoundError(f"{path} is a plain state dict and its run's config.yaml is not beside it: pass config=")
     enc = create_encoder(cfg.encoder, get_domain(cfg.domain).in_chans, **cfg.encoder_kw)
-    enc.load_state_dict(ck["state_dict"])
-    return enc.to(device).eval()
+    return load_encoder_weights(enc, ck, name=path).to(device).eval()
 
 # %% ../nbs/11_train.ipynb #b39ec50c
 def _merge(a: dict, b: dict) -> dict:
