@@ -25,9 +25,9 @@ __all__ = ['OPTIMIZERS', 'CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES'
            'save_backbone', 'load_encoder_weights', 'Domain', 'get_domain', 'build_dataset', 'as_class_ids', 'tb_tags',
            'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint',
            'open_run_dir', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views', 'guard_sigreg',
-           'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch', 'forward', 'backward',
-           'after_step', 'log_step', 'snapshot', 'checkpoint', 'finish', 'fit', 'load_backbone', 'recipes_dir',
-           'recipe', 'main']
+           'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch', 'forward_loss',
+           'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'save_checkpoints', 'finish_run', 'fit',
+           'load_backbone', 'recipes_dir', 'recipe', 'main']
 
 # %% ../nbs/11_train.ipynb #a1c0e001
 class ConfigError(ValueError):
@@ -720,7 +720,7 @@ def setup_run(cfg: TrainConfig, dataset=None) -> Run:
     r.log = RunLogger(r.out, r.main, keep_until=r.start if resumed else None, method=cfg.method, wandb=cfg.wandb, config=asdict(cfg))
     r.bar = tqdm(total=cfg.steps, initial=r.start, disable=not (r.main and cfg.progress), desc=f"{cfg.method}/{cfg.domain}",
                  dynamic_ncols=True, mininterval=1.0)
-    snapshot(r, r.start)
+    keep_snapshot(r, r.start)
     r.method.train()
     r.t0 = time.perf_counter()
     return r
@@ -734,7 +734,7 @@ def next_batch(r: Run) -> tuple[Tensor, typing.Any]:
     if y is not None and r.cfg.method == "triplet": y = as_class_ids(y)
     return x, y
 
-def forward(r: Run, x: Tensor, y, step: int, j: int = 0) -> dict:
+def forward_loss(r: Run, x: Tensor, y, step: int, j: int = 0) -> dict:
     "Views of micro-batch `j` of `step`, the method's forward pass and loss terms; `TrainingDiverged` if they are not finite."
     cfg = r.cfg
     vs = make_views(r.views, x, cfg.seed, step, (r.rank * cfg.accum_steps + j) * cfg.batch_size, cfg.view_chunk)
@@ -750,7 +750,7 @@ def forward(r: Run, x: Tensor, y, step: int, j: int = 0) -> dict:
                                      f"it logs {[*terms, 'lr', 'grad_norm']}")
     return terms
 
-def backward(loss: Tensor, accum_steps: int):
+def backward_micro(loss: Tensor, accum_steps: int):
     "Backpropagate a micro-batch's share of the step's loss (the mean over micro-batches)."
     (loss / accum_steps if accum_steps > 1 else loss).backward()
 
@@ -786,15 +786,15 @@ def _same_file(src: Path, dst: Path):
         try: os.link(src, tmp)
         except OSError: shutil.copyfile(src, tmp)
 
-def snapshot(r: Run, step: int):
+def keep_snapshot(r: Run, step: int):
     "Every `keep_every` steps (and at step 0) keep the backbone as `backbone_step<k>.pt`."
     if r.main and r.cfg.keep_every and step % r.cfg.keep_every == 0:
         save_backbone(r.out / f"backbone_step{step}.pt", r.method.backbone())
 
-def checkpoint(r: Run, done: int):
+def save_checkpoints(r: Run, done: int):
     "A snapshot when due; every `ckpt_every` steps and at the end last.pt, and best.pt when the monitored mean improved."
     cfg = r.cfg
-    snapshot(r, done)
+    keep_snapshot(r, done)
     if done % cfg.ckpt_every and done != cfg.steps: return
     value, r.window = (float(np.mean(r.window)) if r.window else None), []
     if not r.main: return
@@ -807,7 +807,7 @@ def checkpoint(r: Run, done: int):
                     swa=None if r.swa is None else r.swa.state_dict(), step=done, best=r.best.value, rng=rng_state(),
                     config=asdict(cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix)
 
-def finish(r: Run) -> dict:
+def finish_run(r: Run) -> dict:
     "Write backbone.pt — the SWA average when kept — and return the run's summary."
     path = r.out / "backbone.pt"
     if r.main: save_backbone(path, r.swa.module if r.swa is not None else r.method.backbone())
@@ -818,7 +818,7 @@ def finish(r: Run) -> dict:
 def fit(cfg: TrainConfig, dataset=None) -> dict:
     "Train `cfg.method` on `cfg.domain`; writes config.yaml, metrics.csv, tb/, last.pt, best.pt, best-<monitor>.pt, backbone.pt."
     r = setup_run(cfg, dataset)
-    if not r.method.trainable: return finish(r)  # the random-init baseline: the encoder as initialised is the result
+    if not r.method.trainable: return finish_run(r)  # the random-init baseline: the encoder as initialised is the result
     try:
         for step in range(r.start, cfg.steps):
             r.opt.zero_grad(set_to_none=True)
@@ -826,16 +826,16 @@ def fit(cfg: TrainConfig, dataset=None) -> dict:
             for j in range(cfg.accum_steps):
                 x, y = next_batch(r)
                 with r.no_sync(j):
-                    terms.append(forward(r, x, y, step, j))
-                    backward(terms[-1]["loss"], cfg.accum_steps)
+                    terms.append(forward_loss(r, x, y, step, j))
+                    backward_micro(terms[-1]["loss"], cfg.accum_steps)
                 r.seen += len(x) * r.world
             gn = nn.utils.clip_grad_norm_(r.method.parameters(), cfg.grad_clip or math.inf)
             r.opt.step(); r.sched.step()
             after_step(r, step + 1)
             log_step(r, step + 1, terms, gn)
-            checkpoint(r, step + 1)
+            save_checkpoints(r, step + 1)
     finally: r.close()
-    return finish(r)
+    return finish_run(r)
 
 # %% ../nbs/11_train.ipynb #a1c0e051
 def load_backbone(path, device="cpu", config=None) -> nn.Module:
