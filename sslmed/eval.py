@@ -26,16 +26,7 @@ from .mil import *
 from .metrics import _check_labels_int
 
 # %% auto #0
-__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'extract_features', 'label_subset', 'val_split',
-           'fit_early_stopping', 'CoralLinear', 'n_outputs', 'Standardize', 'probe_head', 'norm_affine', 'prior_logits',
-           'Split', 'ProbeResult', 'linear_probe', 'knn_scores', 'knn_eval', 'Classifier', 'param_groups',
-           'predict_logits', 'FinetuneResult', 'finetune', 'mil_probe', 'Spectrum', 'effective_rank',
-           'embedding_spectrum', 'TASKS', 'check_task', 'as_numpy', 'check_scores', 'ordinal_levels', 'task_loss',
-           'cumulative_to_class_probs', 'task_probs', 'predict_labels', 'auroc', 'classification_metrics',
-           'bootstrap_ci', 'metrics_table', 'as_class_logits', 'nll', 'fit_temperature', 'calibration_error',
-           'risk_coverage', 'aurc', 'SelectiveResult', 'default_thresholds', 'abstention_sweep', 'plot_risk_coverage',
-           'find_attr', 'eval_mode', 'CAMHead', 'cam_l1', 'attention_maps', 'attention_rollout', 'gradcam', 'cam',
-           'normalize_cam', 'cam_masks', 'upsample_cam', 'refine_cam', 'pad_bags', 'mil_pool', 'MILOutput', 'ABMIL']
+__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'extract_features', 'label_subset', 'val_split', 'fit_early_stopping', 'CoralLinear', 'n_outputs', 'Standardize', 'probe_head', 'norm_affine', 'prior_logits', 'Split', 'ProbeResult', 'linear_probe', 'knn_scores', 'knn_eval', 'Classifier', 'param_groups', 'predict_logits', 'FinetuneResult', 'finetune', 'mil_probe', 'Spectrum', 'effective_rank', 'embedding_spectrum', 'TASKS', 'check_task', 'as_numpy', 'check_scores', 'ordinal_levels', 'task_loss', 'cumulative_to_class_probs', 'task_probs', 'predict_labels', 'auroc', 'classification_metrics', 'bootstrap_ci', 'metrics_table', 'as_class_logits', 'nll', 'fit_temperature', 'calibration_error', 'risk_coverage', 'aurc', 'SelectiveResult', 'default_thresholds', 'abstention_sweep', 'plot_risk_coverage', 'find_attr', 'eval_mode', 'CAMHead', 'cam_l1', 'attention_maps', 'attention_rollout', 'gradcam', 'cam', 'normalize_cam', 'cam_masks', 'upsample_cam', 'refine_cam', 'pad_bags', 'mil_pool', 'MILOutput', 'ABMIL']
 
 # %% ../nbs/12_eval.ipynb #fa0bfd51
 _all_ = ["TASKS", "check_task", "as_numpy", "check_scores", "ordinal_levels", "task_loss", "cumulative_to_class_probs",
@@ -709,3 +700,133 @@ def embedding_spectrum(features, num_slices: int = 256, step: int = 0) -> Spectr
     sig = SIGReg(num_slices)
     xs = xc / x.std(0).clamp_min(1e-12)
     return Spectrum(s.numpy(), effective_rank(s), float(sig(x, step)), float(sig(xs, step)), len(x), x.shape[1])
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *
+
+# %% ../nbs/28_spectra.ipynb #94b9e992
+from .metrics import *
+from .features import *
+from .probes import *
+from .finetune import *
+from .selective import *
+from .cam import *
+from .mil import *
+from .spectra import *

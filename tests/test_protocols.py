@@ -2,6 +2,7 @@
 import shutil
 from pathlib import Path
 import sslmed.protocols as P
+from sslmed.domain import get_domain
 from conftest import ROOT
 
 def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatch):
@@ -14,7 +15,7 @@ def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatc
     assert (run / "backbone.pt").stat().st_mtime_ns == mtime          # reused, not retrained
     other = P.pretrain("ecg", "lejepa", "smoke", seed=1, overrides=over, root=tmp_path)
     assert other != run                                               # another seed is another run
-    monkeypatch.setitem(P.EVAL_SIZES, "smoke", dict(train=48, test=32))
+    monkeypatch.setitem(get_domain("ecg").eval_sizes, "smoke", dict(train=48, test=32))
     res = P.evaluate(run, "smoke", seed=0, root=tmp_path)
     assert sorted(res.label.unique()) == ["rhythm", "superclass"] and set(res.probe) == {"linear", "knn"}
     assert res.auroc.between(0, 1).all() and (res.n_test == 32).all()
