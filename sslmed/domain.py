@@ -38,6 +38,7 @@ class Domain:
     eval_sizes: dict = field(default_factory=lambda: {"smoke": dict(train=256, test=128), "full": dict(train=None, test=None)})
     real_splits: dict = field(default_factory=dict)   # dataset -> (train split, test split)
     eval_dataset: dict = field(default_factory=dict)  # pretraining-only dataset -> (labelled dataset, extra kw)
+    fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind

@@ -18,9 +18,10 @@ from torch.utils.data import Dataset
 from ..core import atomic_path
 
 # %% auto #0
-__all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'require_columns', 'read_csv',
-           'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine', 'handle_error', 'keep_valid',
-           'atomic_write', 'atomic_torch_save', 'read_image', 'to_tensor_image', 'ReaderDataset', 'ImageFiles']
+__all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'inside_root', 'check_unique',
+           'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine',
+           'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'read_image', 'to_tensor_image',
+           'ReaderDataset', 'ImageFiles']
 
 # %% ../../nbs/08_data.ipynb #719b5762
 class DataError(ValueError):
@@ -57,6 +58,24 @@ def require_file(path, field: str, card: str | None = None) -> Path:
         hint = f"; expected layout in {card_path(card)}" if card else ""
         raise DataError(p, field, ("is a folder, not a file" if p.exists() else "file not found") + hint)
     return p
+
+# %% ../../nbs/08_data.ipynb #ee2cae5c
+def inside_root(root, rel, file, field: str) -> Path:
+    "`root / rel` resolved, or a `DataError` (naming `file` and `field`) if it lies outside `root`."
+    root = Path(root).resolve()
+    p = (root / str(rel)).resolve()
+    if not p.is_relative_to(root): raise DataError(file, field, f"path {str(rel)!r} resolves outside the dataset root {root}")
+    return p
+
+def check_unique(values, file, field: str) -> list:
+    "`values` as a list if no value repeats; otherwise a `DataError` naming the first repeated values."
+    values = list(values)
+    seen, dup = set(), []
+    for v in values:
+        if v in seen and v not in dup: dup.append(v)
+        seen.add(v)
+    if dup: raise DataError(file, field, f"{len(dup)} value(s) repeat, e.g. {dup[:5]}: each must appear once")
+    return values
 
 # %% ../../nbs/08_data.ipynb #ab18e07d
 def require_columns(df: pd.DataFrame, cols: Iterable[str], file) -> pd.DataFrame:
@@ -149,22 +168,31 @@ def atomic_torch_save(obj, path) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 # %% ../../nbs/08_data.ipynb #1459400f
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
 def read_image(path, mode: str = "RGB") -> np.ndarray:
-    "Decode an image file into a uint8 array (H, W) for `mode='L'` or (H, W, 3) for `'RGB'`."
+    "Decode an image into (H, W) for `mode='L'` or (H, W, 3) for `'RGB'`: uint8, or uint16 at full precision for 16-bit files."
     try:
         with Image.open(path) as im:
             im.load()  # PIL decodes lazily: force it here so truncation is caught now
-            arr = np.asarray(im.convert(mode))
+            if im.mode == "F": raise DataError(path, "image mode", "floating-point images are not supported; export 8- or 16-bit")
+            if im.mode not in _SIXTEEN_BIT: return np.asarray(im.convert(mode))
+            arr = np.asarray(im)
     except FileNotFoundError: raise DataError(path, "image", "file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
-    return arr
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):  # 32-bit integer images: only 16-bit content is an image
+        raise DataError(path, "pixel values", f"{arr.min()}..{arr.max()} lie outside the 16-bit range 0..65535")
+    arr = arr.astype(np.uint16)  # never `convert("L")`: that saturates everything above 255
+    return np.repeat(arr[..., None], 3, -1) if mode == "RGB" else arr
 
 def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
-    "uint8 (H, W) or (H, W, C) array → float32 tensor (C, H, W) in [0, 1]."
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    "uint8 or uint16 (H, W) or (H, W, C) array → float32 tensor (C, H, W) in [0, 1], each over its full range."
+    full = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype)
+    if full is None: raise TypeError(f"to_tensor_image takes uint8 or uint16 images, got {arr.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
-    return t.float().div_(255)
+    return t.div_(full)
 
 # %% ../../nbs/08_data.ipynb #be0d19d5
 class ReaderDataset(Dataset):
