@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to']
+__all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to',
+           'flatten_keys', 'seed_overrides']
 
 # %% ../nbs/10_domain.ipynb #76111132
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Domain:
     real_splits: dict = field(default_factory=dict)   # dataset -> (train split, test split)
     eval_dataset: dict = field(default_factory=dict)  # pretraining-only dataset -> (labelled dataset, extra kw)
     fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
+    seed_keys: dict = field(default_factory=dict)     # the seed system's config keys -> sslmed keys (see `seed_overrides`)
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind
@@ -98,3 +100,26 @@ def resize_to(size, mode: str = "bilinear") -> Callable:
         sz = (size,) * nd if isinstance(size, int) else tuple(size)
         return x if tuple(x.shape[2:]) == sz else F.interpolate(x, size=sz, mode=mode, align_corners=False)
     return tf
+
+# %% ../nbs/10_domain.ipynb #197449aa
+def flatten_keys(d: dict, prefix: str = "") -> dict:
+    "A nested mapping as {dotted.key: value}."
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v: out.update(flatten_keys(v, key + "."))
+        else: out[key] = v
+    return out
+
+def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config") -> list[str]:
+    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key or (key, fn))."
+    import json
+    flat, out, unknown = flatten_keys(seed_cfg), [], []
+    for k, v in flat.items():
+        if k not in seed_keys: unknown.append(k); continue
+        target = seed_keys[k]
+        if target is None: continue  # documented as having no effect in sslmed
+        key, fn = target if isinstance(target, tuple) else (target, None)
+        out.append(f"{key}={json.dumps(fn(v) if fn else v)}")
+    if unknown: raise ValueError(f"{source}: key(s) {unknown} have no sslmed equivalent; known: {sorted(seed_keys)}")
+    return out
