@@ -182,7 +182,8 @@ class TrainConfig:
         "Read a YAML file, then apply `key=value` overrides (`method_kw.lamb=0.1` reaches into a nested mapping)."
         path = Path(path)
         if not path.is_file(): raise FileNotFoundError(f"config file {path} not found")
-        d = yaml.safe_load(path.read_text()) or {}
+        try: d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e: raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of key: value")
         return cls.from_dict(apply_overrides(d, overrides), source=str(path))
 
