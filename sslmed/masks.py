@@ -39,12 +39,27 @@ def _block_sides(grid, n_targets, target_scale, aspect, g) -> Tensor:
     sides = (k[:, None] * rel).round().long()
     return torch.minimum(sides.clamp_min(1), torch.tensor(grid))
 
-def _check_mask_args(grid, context_ratio, n_targets, target_scale, aspect, context, name):
+def _ratio_pair(v):
+    "`context_ratio` as given: a pair, or a mapping {min, max} (seed 001's min_keep_ratio/max_keep_ratio)."
+    if isinstance(v, dict):
+        if set(v) != {"min", "max"}: raise ValueError(f"context_ratio as a mapping needs exactly the keys min and max, got {v!r}")
+        return (v["min"], v["max"])
+    return v
+
+def _check_mask_args(grid, context_ratio, n_targets, target_scale, aspect, context, name, targets="blocks", min_block=1):
     N = math.prod(grid)
-    lo, hi = check_range(context_ratio, f"{name}: context_ratio", 0.0, 1.0)
+    lo, hi = check_range(_ratio_pair(context_ratio), f"{name}: context_ratio", 0.0, 1.0)
     if hi <= 0: raise ValueError(f"{name}: context_ratio must allow a non-empty context, got {context_ratio!r}")
     n_lo, n_hi = max(1, math.ceil(lo * N - 1e-9)), math.floor(hi * N + 1e-9)
     if n_lo > n_hi: raise ValueError(f"{name}: context_ratio {context_ratio!r} holds no whole number of tokens out of {N}")
+    if targets not in ("blocks", "rest"): raise ValueError(f"{name}: targets must be 'blocks' or 'rest', got {targets!r}")
+    if targets == "rest":
+        if n_hi >= N: raise ValueError(f"{name}: context_ratio {context_ratio!r} leaves no target token out of {N}")
+        modes = ("block", "random", "spans") if len(grid) == 1 else ("block", "random")
+        if context not in modes: raise ValueError(f"{name}: context must be one of {modes} with targets='rest', got {context!r}")
+        if isinstance(min_block, bool) or not isinstance(min_block, int) or min_block < 1:
+            raise ValueError(f"{name}: min_block must be an int >= 1, got {min_block!r}")
+        return n_lo, n_hi
     if not isinstance(n_targets, int) or n_targets < 1: raise ValueError(f"{name}: n_targets must be an int >= 1, got {n_targets!r}")
     if n_targets > N: raise ValueError(f"{name}: n_targets={n_targets} is more than the {N} tokens of the grid {tuple(grid)}")
     check_range(target_scale, f"{name}: target_scale", 1e-9, 1.0)
@@ -52,12 +67,16 @@ def _check_mask_args(grid, context_ratio, n_targets, target_scale, aspect, conte
     if context not in ("block", "random"): raise ValueError(f"{name}: context must be 'block' or 'random', got {context!r}")
     return n_lo, n_hi
 
+def _draw_n_ctx(n_lo, n_hi, g) -> int:
+    "A whole number of context tokens, uniform in [n_lo, n_hi], shared by the batch."
+    return n_lo + int(rand01(1, g, "cpu").item() * (n_hi - n_lo + 1) - 1e-9)
+
 def _block_mask(grid, context_ratio, n_targets, target_scale, aspect, batch_size, context, generator, device, name) -> BlockMask:
     grid = tuple(int(n) for n in grid)
     n_lo, n_hi = _check_mask_args(grid, context_ratio, n_targets, target_scale, aspect, context, name)
     B, N, g = batch_size or 1, math.prod(grid), generator
     coords = _grid_coords(grid, "cpu")
-    n_ctx = n_lo + int(rand01(1, g, "cpu").item() * (n_hi - n_lo + 1) - 1e-9)
+    n_ctx = _draw_n_ctx(n_lo, n_hi, g)
     sides = _block_sides(grid, n_targets, target_scale, aspect, g)  # (T, d)
     span = torch.tensor(grid) - sides + 1  # positions per axis
     inside = torch.zeros(B, n_targets, N, dtype=torch.bool)
@@ -85,13 +104,61 @@ def _block_mask(grid, context_ratio, n_targets, target_scale, aspect, batch_size
     out = BlockMask(ctx.to(device), target.to(device))
     return out if batch_size else BlockMask(out.context[0], out.target[0])
 
+# %% ../nbs/05_masks.ipynb #e62243c6
+def _span_context(N: int, n_ctx: int, min_block: int, u: np.ndarray) -> np.ndarray:
+    "A (N,) bool context of `n_ctx` tokens: the gaps left between masked spans of >= `min_block` tokens (ECG-JEPA's sampler)."
+    free, done, n_mask = [(0, N)], 0, N - n_ctx  # free: the intervals still in the context
+    for u_pick, u_size, u_pos in u:  # each pass masks >= 1 token, so N passes are enough
+        if done >= n_mask: break
+        sizes = np.array([e - s for s, e in free], dtype=np.float64)
+        k = min(int(np.searchsorted(np.cumsum(sizes), u_pick * sizes.sum(), side="right")), len(free) - 1)
+        s, e = free.pop(k)
+        left = n_mask - done
+        size = min_block + int(u_size * (left - min_block + 1)) if left >= min_block else left
+        if e - s <= size: done += e - s; continue  # the whole gap joins its masked neighbours
+        if left >= min_block: start = s + int(u_pos * (e - s - size + 1))
+        else:  # a remainder shorter than a block is attached to a masked neighbour
+            ends = [p for p, ok in ((s, s > 0), (e - size, e < N)) if ok] or [s + int(u_pos * (e - s - size + 1))]
+            start = ends[min(int(u_pos * len(ends)), len(ends) - 1)]
+        free += [(s, start), (start + size, e)]
+        done += size
+    keep = np.zeros(N, bool)
+    for s, e in free: keep[s:e] = True
+    return keep
+
+def _rest_mask(grid, context_ratio, batch_size, context, min_block, generator, device, name) -> BlockMask:
+    "Context of 15-25% (`context_ratio`) of the tokens, targets every other token."
+    grid = tuple(int(n) for n in grid)
+    n_lo, n_hi = _check_mask_args(grid, context_ratio, 1, (0.1, 0.1), (1.0, 1.0), context, name, "rest", min_block)
+    B, N, g = batch_size or 1, math.prod(grid), generator
+    n_ctx = _draw_n_ctx(n_lo, n_hi, g)
+    if context == "spans":
+        u = rand01((B, N, 3), g, "cpu").double().numpy()
+        keep = torch.from_numpy(np.stack([_span_context(N, n_ctx, min_block, u[b]) for b in range(B)]))
+    else:
+        coords = _grid_coords(grid, "cpu")
+        if context == "block":
+            centre = rand01((B, len(grid)), g, "cpu") * torch.tensor(grid) - 0.5
+            score = ((coords[None] - centre[:, None]) ** 2).sum(-1) + 1e-3 * rand01((B, N), g, "cpu")
+        else: score = rand01((B, N), g, "cpu")
+        keep = torch.zeros(B, N, dtype=torch.bool).scatter_(1, score.topk(n_ctx, 1, largest=False).indices, True)
+    idx = torch.arange(N).expand(B, N)
+    out = BlockMask(idx[keep].view(B, n_ctx).to(device), idx[~keep].view(B, N - n_ctx).to(device))  # row-major: sorted
+    return out if batch_size else BlockMask(out.context[0], out.target[0])
+
+# %% ../nbs/05_masks.ipynb #653b1093
 def block_mask_1d(n_tokens: int, context_ratio=(0.15, 0.25), n_targets: int = 4, target_scale=(0.1, 0.15),
                   batch_size: int | None = None, context: str = "block", generator: torch.Generator | None = None,
-                  device=None) -> BlockMask:
-    "Context and target token indices of a sequence of `n_tokens` (ECG): targets are `n_targets` spans."
+                  device=None, targets: str = "blocks", min_block: int = 10) -> BlockMask:
+    "Context and target token indices of a sequence of `n_tokens` (ECG): targets are `n_targets` spans, or all the rest."
     if not isinstance(n_tokens, int) or n_tokens < 1: raise ValueError(f"block_mask_1d expects n_tokens >= 1, got {n_tokens!r}")
+    _check_targets(targets, "block_mask_1d")
+    if targets == "rest": return _rest_mask((n_tokens,), context_ratio, batch_size, context, min_block, generator, device, "block_mask_1d")
     return _block_mask((n_tokens,), context_ratio, n_targets, target_scale, (1.0, 1.0), batch_size, context, generator,
                        device, "block_mask_1d")
+
+def _check_targets(targets, name: str):
+    if targets not in ("blocks", "rest"): raise ValueError(f"{name}: targets must be 'blocks' or 'rest', got {targets!r}")
 
 def _check_grid(grid, d: int, name: str, shape: str):
     try: ok = len(grid) == d and all(int(n) == n and n >= 1 for n in grid)
@@ -100,14 +167,16 @@ def _check_grid(grid, d: int, name: str, shape: str):
 
 def block_mask_2d(grid_hw, context_ratio=(0.15, 0.25), n_targets: int = 4, target_scale=(0.1, 0.15),
                   aspect=(0.75, 1.5), batch_size: int | None = None, context: str = "block",
-                  generator: torch.Generator | None = None, device=None) -> BlockMask:
-    "Context and target token indices of an (H, W) patch grid: targets are `n_targets` rectangles."
-    _check_grid(grid_hw, 2, "block_mask_2d", "grid_hw=(H, W)")
+                  generator: torch.Generator | None = None, device=None, targets: str = "blocks") -> BlockMask:
+    "Context and target token indices of an (H, W) patch grid: targets are `n_targets` rectangles, or all the rest."
+    _check_grid(grid_hw, 2, "block_mask_2d", "grid_hw=(H, W)"); _check_targets(targets, "block_mask_2d")
+    if targets == "rest": return _rest_mask(grid_hw, context_ratio, batch_size, context, 1, generator, device, "block_mask_2d")
     return _block_mask(grid_hw, context_ratio, n_targets, target_scale, aspect, batch_size, context, generator, device, "block_mask_2d")
 
 def block_mask_3d(grid_dhw, context_ratio=(0.15, 0.25), n_targets: int = 4, target_scale=(0.1, 0.15),
                   aspect=(0.75, 1.5), batch_size: int | None = None, context: str = "block",
-                  generator: torch.Generator | None = None, device=None) -> BlockMask:
-    "Context and target token indices of a (D, H, W) patch grid: targets are `n_targets` boxes."
-    _check_grid(grid_dhw, 3, "block_mask_3d", "grid_dhw=(D, H, W)")
+                  generator: torch.Generator | None = None, device=None, targets: str = "blocks") -> BlockMask:
+    "Context and target token indices of a (D, H, W) patch grid: targets are `n_targets` boxes, or all the rest."
+    _check_grid(grid_dhw, 3, "block_mask_3d", "grid_dhw=(D, H, W)"); _check_targets(targets, "block_mask_3d")
+    if targets == "rest": return _rest_mask(grid_dhw, context_ratio, batch_size, context, 1, generator, device, "block_mask_3d")
     return _block_mask(grid_dhw, context_ratio, n_targets, target_scale, aspect, batch_size, context, generator, device, "block_mask_3d")
