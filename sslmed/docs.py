@@ -31,7 +31,7 @@ def prepare_notebook(nb):
     return nb
 
 # %% ../nbs/33_docs.ipynb #a1b3a534
-def execute_notebook(src: Path, timeout: int = 600):
+def execute_notebook(src: Path, timeout: int = 1800):
     "Run a notebook with the current environment's kernel, working directory its own folder; returns it with outputs."
     import nbformat
     from nbclient import NotebookClient

@@ -34,7 +34,7 @@ def run_combo(cap: str, threads: int, nbs: list[Path], tests: list[Path], log_di
     if cap != "native": env["ATEN_CPU_CAPABILITY"] = cap
     t0, ok, out = time.time(), True, ""
     for nb in nbs:
-        r = subprocess.run([str(BIN / "nbdev-test"), "--flags", "slow", "--n-workers", "1", str(nb)], cwd=ROOT, env=env,
+        r = subprocess.run([str(BIN / "nbdev-test"), "--flags", "slow", "--n-workers", "1", "--cell-timeout", "3600", str(nb)], cwd=ROOT, env=env,
                            capture_output=True, text=True)
         ok &= r.returncode == 0; out += r.stdout[-2000:] + r.stderr[-2000:]
     if tests:
@@ -52,10 +52,11 @@ def native_level() -> str:
 def table(log_dir: Path, native: str):
     "One row per assertion: its bound, the value under each combination, the spread and the smallest margin."
     import pandas as pd
-    recs = [json.loads(l) for f in sorted(log_dir.glob("*.jsonl")) for l in f.read_text().splitlines() if l.strip()]
+    # a run is named by its file (level-threads): notebooks that pin one thread record 1 thread under both
+    recs = [{**json.loads(l), "run": f.stem.replace("native", native).replace("-", "/") + "t"}
+            for f in sorted(log_dir.glob("*.jsonl")) for l in f.read_text().splitlines() if l.strip()]
     if not recs: return pd.DataFrame()
     df = pd.DataFrame(recs)
-    df["run"] = df.capability.replace({"native": native}) + "/" + df.threads.astype(str) + "t"
     wide = df.pivot_table(index=["name", "bound"], columns="run", values="value", aggfunc="first")
     g = df.groupby(["name", "bound"])
     wide["spread"] = g.value.max() - g.value.min()
