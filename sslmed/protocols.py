@@ -6,26 +6,41 @@ Docs: https://sslmed.github.io/sslmed/protocols.html.md"""
 
 # %% ../nbs/30_protocols.ipynb #164a67fa
 from __future__ import annotations
-import dataclasses, hashlib, json
+import dataclasses, hashlib, importlib, json, os
+from collections import Counter
 import numpy as np
 from pathlib import Path
 import pandas as pd
 import torch
 import yaml
 from torch import nn
-from .core import file_lock, files_digest, project_root
-from .domain import get_domain
+from .core import atomic_path, file_lock, files_digest, project_root
+from .data.core import DataError, Quarantine
+from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .train import TrainConfig, fit, load_backbone, recipe
 
 # %% auto #0
-__all__ = ['eval_datasets', 'Preprocessed', 'config_key', 'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed',
-           'evaluate', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval']
+__all__ = ['DRY_RUN_SUFFIX', 'recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key',
+           'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed', 'evaluate', 'run_grid', 'headline',
+           'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+
+# %% ../nbs/30_protocols.ipynb #c0a1d002
+DRY_RUN_SUFFIX = "-dryrun"  # `full-dryrun`: the full recipes on fixtures, into its own runs/ and figures/ folders
+
+def recipe_profile(profile: str) -> str:
+    "The recipes a profile trains with: its own, or for a dry run (`<profile>-dryrun`) those of the profile it rehearses."
+    return profile.removesuffix(DRY_RUN_SUFFIX)
+
+def root_env(dataset: str) -> str:
+    "The environment variable holding a real dataset's root."
+    return f"SSLMED_DATA_{dataset.upper()}"
 
 # %% ../nbs/30_protocols.ipynb #ab64358b
 def _data_kw(domain: str, profile: str, root=None) -> tuple[str, dict]:
     "The dataset name and arguments of a domain's recipe (shared by every method)."
-    cfg = recipe(domain, "random", profile, root=root)
+    cfg = recipe(domain, "random", recipe_profile(profile), root=root)
     kw = dict(cfg.data); kw.pop("n", None)
     return cfg.dataset, kw
 
@@ -36,10 +51,9 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     if name == "phantom":
         sizes, make = dom.sizes(profile), dom.datasets["phantom"]
         return make(seed=10_000 + seed, n=sizes["train"], **kw), make(seed=20_000 + seed, n=sizes["test"], **kw)
-    import os
     name, extra = dom.eval_dataset.get(name, (name, {}))  # pretraining-only sets are evaluated on the domain's labelled set
-    root_dir = os.environ.get(f"SSLMED_DATA_{name.upper()}")
-    if not root_dir: raise ValueError(f"evaluation on {name!r} needs $SSLMED_DATA_{name.upper()} (see data_cards/)")
+    root_dir = os.environ.get(root_env(name))
+    if not root_dir: raise ValueError(f"evaluation on {name!r} needs ${root_env(name)} (see data_cards/)")
     tr, te = dom.real_splits.get(name, ("train", "test"))
     make = dom.datasets[name]
     kw = {k: v for k, v in kw.items() if k != "split"}
@@ -54,6 +68,12 @@ class Preprocessed(nn.Module):
         self.embed_dim = encoder.embed_dim
 
     def forward(self, x): return self.encoder(self.transform(x))
+
+def run_device(cfg: TrainConfig, device=None) -> torch.device:
+    "The device a run is evaluated on: `device` if given, else the run's own (`auto`: CUDA when present)."
+    d = device or cfg.device
+    if d == "auto": d = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(d)
 
 _VOLATILE_KEYS = ("out_dir", "progress", "resume", "overwrite")
 
@@ -80,7 +100,7 @@ def as_overrides(overrides) -> list[str]:
 def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, progress=False) -> Path:
     "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
     root = Path(root or project_root())
-    cfg = recipe(domain, method, profile, [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
+    cfg = recipe(domain, method, recipe_profile(profile), [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
     out = root / "runs" / "train" / profile / domain / f"{method}_s{seed}_{config_key(cfg)}_{code_digest(root)}"
     cfg.out_dir = str(out)
     saved = out / "config.yaml"
@@ -98,7 +118,7 @@ def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     m = run_dir / "metrics.csv"
     return cfg, (pd.read_csv(m) if m.is_file() else None)
 
-def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt"):
+def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None):
     "Features of the train and test evaluation sets under a run's backbone (cached on disk)."
     from sslmed.features import extract_features
     root = Path(root or project_root())
@@ -108,30 +128,31 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
     model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), dom.eval_tf(**views_kw)).eval()
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     cache = root / "runs" / "features" / profile
-    kw, code = dict(batch_size=64, cache_dir=cache, progress=False), code_digest(root)
+    kw, code = dict(batch_size=64, cache_dir=cache, progress=False, device=run_device(cfg, device)), code_digest(root)
     return (extract_features(model, train, key=f"{cfg.domain}-train-s{seed}-{code}", split="train", **kw),
             extract_features(model, test, key=f"{cfg.domain}-test-s{seed}-{code}", split="test", **kw))
 
 _KEEP = ("auroc", "accuracy", "f1", "kappa")
 
 def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "knn"), label_fraction: float = 1.0,
-             root=None, checkpoint: str = "backbone.pt") -> pd.DataFrame:
+             root=None, checkpoint: str = "backbone.pt", device=None) -> pd.DataFrame:
     "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label)."
     from sslmed.probes import linear_probe, knn_eval, label_subset
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
-    ftr, fte = embed(run_dir, profile, seed, root, checkpoint)
+    dev = run_device(cfg, device)
+    ftr, fte = embed(run_dir, profile, seed, root, checkpoint, dev)
     rows = []
     for key, task in dom.eval_labels.items():
         tr = ftr if label_fraction >= 1 else ftr.subset(label_subset(ftr.y(key), label_fraction, seed))
         for probe in probes:
             if probe == "linear":
-                try: r = linear_probe(tr, key, task, val=0.2, test=fte, seed=seed)
+                try: r = linear_probe(tr, key, task, val=0.2, test=fte, seed=seed, device=dev)
                 except ValueError as e:  # a handful of labels leaves no validation split: fixed epochs, no early stopping
                     if "validation split is empty" not in str(e): raise
-                    r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100)
+                    r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100, device=dev)
             elif probe == "knn":
-                r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task)
+                r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task, device=dev)
             else: raise ValueError(f"unknown probe {probe!r}; use 'linear' or 'knn'")
             rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=key, task=task,
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
@@ -171,7 +192,7 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
 
 # %% ../nbs/30_protocols.ipynb #14c85a42
 def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "smoke", seed: int = 0, epochs: int = 10,
-                  lr: float = 1e-4, root=None) -> dict:
+                  lr: float = 1e-4, root=None, device=None) -> dict:
     "Fine-tune a run's backbone + linear head on `fraction` of the train labels; test-set metrics as a row."
     from sslmed.finetune import finetune, predict_logits
     from sslmed.probes import label_subset, val_split, n_outputs
@@ -179,7 +200,7 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
     task = dom.eval_labels[label]
-    views_kw = cfg.views_kw
+    views_kw, dev = cfg.views_kw, run_device(cfg, device)
     model = Preprocessed(load_backbone(Path(run_dir) / "backbone.pt"), dom.eval_tf(**views_kw))
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     y = torch.as_tensor(dataset_labels(train, label))
@@ -191,8 +212,129 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     head = nn.Linear(model.embed_dim, n_outputs(task, K))
     S = torch.utils.data.Subset
     res = finetune(model, head, S(train, sub[tr].tolist()), S(train, sub[va].tolist()), task, label_key=label,
-                   epochs=epochs, lr=lr, batch_size=16, patience=patience, seed=seed, device="cpu", progress=False)
-    z, yt = predict_logits(res.model, test, label, 32, torch.device("cpu"), 0)
+                   epochs=epochs, lr=lr, batch_size=16, patience=patience, seed=seed, device=dev, progress=False)
+    z, yt = predict_logits(res.model, test, label, 32, dev, 0)
     m = classification_metrics(yt.numpy(), task_probs(z, task).numpy(), task)
     return dict(domain=cfg.domain, method=cfg.method, seed=seed, probe="finetune", label=label, task=task,
                 label_fraction=fraction, n_train=len(sub), n_test=len(test), **{k: m.get(k) for k in _KEEP})
+
+# %% ../nbs/30_protocols.ipynb #c0a1d011
+def _spec(domain, dataset, kw, role) -> dict:
+    return dict(domain=domain, dataset=dataset, env=root_env(dataset), kw=dict(kw), role=role)
+
+def profile_datasets(profile: str = "full", root=None) -> list[dict]:
+    "Every real dataset (with its reader arguments) that `profile`'s recipes train on or evaluate on, each once."
+    root = Path(root or project_root())
+    seen = {}
+    def add(s):  # one entry per (dataset, arguments), with every role it plays
+        key = (s["domain"], s["dataset"], json.dumps(s["kw"], sort_keys=True, default=str))
+        if key in seen: seen[key]["role"] += f", {s['role']}"
+        else: seen[key] = s
+    for d in list_domains():
+        f = root / "recipes" / recipe_profile(profile) / f"{d}.yaml"
+        if not f.is_file(): continue
+        methods = sorted((yaml.safe_load(f.read_text()) or {}).get("methods") or {})
+        for m in methods:
+            cfg = recipe(d, m, recipe_profile(profile), root=root)
+            if cfg.dataset != "phantom": add(_spec(d, cfg.dataset, {k: v for k, v in cfg.data.items() if k != "n"}, f"pretrain {m}"))
+        name, kw = _data_kw(d, profile, root)
+        if name == "phantom": continue
+        dom = get_domain(d)
+        name, extra = dom.eval_dataset.get(name, (name, {}))
+        kw = {**{k: v for k, v in kw.items() if k != "split"}, **extra}
+        for split in dom.real_splits.get(name, ("train", "test")): add(_spec(d, name, {**kw, "split": split}, f"eval {split}"))
+    return list(seen.values())
+
+def missing_roots(specs) -> list[str]:
+    "`$SSLMED_DATA_<NAME>` variables that `specs` need and that are unset or point nowhere, each with its datasets."
+    need = {}
+    for s in specs: need.setdefault(s["env"], set()).add(s["dataset"])
+    out = []
+    for env, names in sorted(need.items()):
+        v = os.environ.get(env)
+        if not v: out.append(f"${env} is unset ({', '.join(sorted(names))}; see data_cards/)")
+        elif not Path(v).expanduser().exists(): out.append(f"${env}={v} does not exist ({', '.join(sorted(names))})")
+    return out
+
+# %% ../nbs/30_protocols.ipynb #c0a1d014
+def _compact(counts: Counter, top: int = 3) -> str:
+    "`a:3 b:1 …(+k)`: the `top` most common entries of a Counter."
+    items = counts.most_common(top)
+    more = len(counts) - len(items)
+    return " ".join(f"{k}:{v}" for k, v in items) + (f" +{more} more" if more > 0 else "")
+
+def label_balance(labels: list) -> str:
+    "Class counts of integer labels, or positives per column of multi-hot labels, compactly."
+    if not labels: return "unlabelled"
+    y = np.stack([np.asarray(v) for v in labels])
+    if y.ndim == 1: return " ".join(f"{int(k)}:{int(n)}" for k, n in zip(*np.unique(y, return_counts=True)))
+    return "pos/col " + " ".join(str(int(n)) for n in y.reshape(len(y), -1).sum(0))
+
+def shape_of(x) -> str:
+    "`C×H×W`-style shape of an item's data."
+    return "×".join(str(int(n)) for n in getattr(x, "shape", ()))
+
+# %% ../nbs/30_protocols.ipynb #c0a1d016
+def scan_dataset(ds, label_key: str | None = None, limit: int | None = None, quarantine: Quarantine | None = None) -> dict:
+    "Load each item of a reader once: item count, label balance, shape histogram; failures go to `quarantine`."
+    q = quarantine if quarantine is not None else Quarantine()
+    n0, labels, shapes = len(q), [], Counter()
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for i in range(n):
+        try: x, lab = ds.load(i) if hasattr(ds, "load") else ds[i]
+        except DataError as e: q.add(e, warn=False); continue
+        except Exception as e:  # a reader bug, not bad data: recorded so that the preflight still covers every dataset
+            q.add(DataError(f"{type(ds).__name__}[{i}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}"), warn=False); continue
+        shapes[shape_of(x)] += 1
+        if isinstance(lab, dict) and lab:
+            v = lab.get(label_key, next(iter(lab.values())))
+            labels.append(v.numpy() if torch.is_tensor(v) else v)
+    return dict(items=len(ds), loaded=n - (len(q) - n0), balance=label_balance(labels), sizes=_compact(shapes), corrupt=len(q) - n0)
+
+# %% ../nbs/30_protocols.ipynb #c0a1d018
+def check_data(profile: str = "full", out_csv=None, limit: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Open every dataset `profile` names with `on_error='skip'`: a summary row per dataset and the quarantined files (also a CSV)."
+    root = Path(root or project_root())
+    rows, bad = [], []
+    for s in profile_datasets(profile, root):
+        dom, q = get_domain(s["domain"]), Quarantine()
+        where = os.environ.get(s["env"])
+        row = dict(dataset=s["dataset"], args=json.dumps(s["kw"], sort_keys=True), role=s["role"], root=where or f"${s['env']} unset",
+                   items=0, loaded=0, balance="", sizes="", corrupt=0, error="")
+        if where:
+            try:
+                ds = dom.datasets[s["dataset"]](root=where, on_error="skip", quarantine=q, **s["kw"])
+                row.update(scan_dataset(ds, dom.label_key, limit, q))
+            except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False)
+            except (TypeError, ValueError, OSError) as e: row["error"] = f"{type(e).__name__}: {e}"
+        else: row["error"] = f"${s['env']} is unset"
+        rows.append(row)
+        bad += [dict(dataset=s["dataset"], args=row["args"], **r._asdict()) for r in q]
+    summary = pd.DataFrame(rows)
+    quarantined = pd.DataFrame(bad, columns=["dataset", "args", *Quarantine.columns])
+    out_csv = Path(out_csv) if out_csv else root / "runs" / "check-data" / profile / "quarantine.csv"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_csv) as tmp: quarantined.to_csv(tmp, index=False)
+    return summary, quarantined
+
+# %% ../nbs/30_protocols.ipynb #c0a1d021
+def fixture_writer(domain: str, dataset: str):
+    "`(writer, source)`: the dataset's registered fixture writer, else the domain module's `make_*_fixture`; `(None, reason)` if none."
+    dom = get_domain(domain)
+    if dataset in dom.fixtures: return dom.fixtures[dataset], "Domain.fixtures"
+    mod = importlib.import_module(f"sslmed.domains.{domain}")
+    for name in (f"make_{dataset}_fixture", f"make_{domain}_fixture"):
+        if callable(getattr(mod, name, None)): return getattr(mod, name), f"fallback {mod.__name__}.{name}"
+    return None, f"no fixture writer: neither Domain.fixtures[{dataset!r}] nor make_{dataset}_fixture in {mod.__name__}"
+
+def write_fixtures(dest, profile: str = "full", seed: int = 0, root=None) -> tuple[dict, dict]:
+    "Write a fixture of every dataset `profile` names under `dest`: `({env var: root}, {dataset: where its writer came from})`."
+    dest, env, sources = Path(dest), {}, {}
+    for s in profile_datasets(profile, root):
+        if s["dataset"] in sources: continue
+        writer, sources[s["dataset"]] = fixture_writer(s["domain"], s["dataset"])
+        if writer is None: continue
+        where = dest / s["dataset"]
+        out = writer(where, seed=seed)
+        env[s["env"]] = str(out if isinstance(out, (str, Path)) else where)
+    return env, sources
