@@ -10,20 +10,24 @@ import sys
 from typing import Annotated
 from fastcore.script import call_parse, anno_parser
 from .core import atomic_write_text, project_root
-from .paper import run_paper, readme_from_index, list_experiments
+from .paper import run_paper, readme_from_index, list_experiments, dry_run, MissingRoots
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'readme', 'docs', 'experiments', 'main']
+__all__ = ['COMMANDS', 'paper', 'readme', 'docs', 'experiments', 'check_data', 'main']
 
 # %% ../nbs/34_cli.ipynb #56c828b5
 @call_parse
 def paper(profile: str = "smoke",  # smoke (CPU, phantoms), demo (CPU, longer) or full (real data, GPU)
           only: Annotated[str, "run only these experiment notebooks", {"nargs": "+"}] = None,
           jobs: int = 1,  # notebooks run at the same time
-          resume: bool = False):  # skip notebooks whose inputs are unchanged since their last success
+          resume: bool = False,  # skip notebooks whose inputs are unchanged since their last success
+          dry_run: bool = False):  # the profile's recipes at full size for 2 steps on fixtures, into figures/<profile>-dryrun/
     "Run the experiment notebooks through papermill into figures/<profile>/."
-    results = run_paper(profile, only or None, jobs=jobs, resume=resume)
+    try: results = _dry_run(profile, only or None, jobs=jobs) if dry_run else run_paper(profile, only or None, jobs=jobs, resume=resume)
+    except MissingRoots as e: print(e, file=sys.stderr); return 2
     return 1 if any(r["status"] == "failed" for r in results) else 0
+
+_dry_run = dry_run  # the function, under a name that the flag of the same name does not shadow
 
 # %% ../nbs/34_cli.ipynb #82104fb1
 @call_parse
@@ -46,8 +50,23 @@ def experiments():
     print("\n".join(list_experiments()))
     return 0
 
+# %% ../nbs/34_cli.ipynb #c0c3d002
+@call_parse
+def check_data(profile: str = "full",  # whose datasets to open (the recipes in recipes/<profile>/)
+               limit: int = None,  # load at most this many items of each dataset (default: all)
+               out: str = None):  # CSV of the quarantined files (default: runs/check-data/<profile>/quarantine.csv)
+    "Open every dataset root a profile names and print items, label balance, sizes and corrupt files."
+    from sslmed.protocols import check_data as _check
+    out = out or str(project_root() / "runs" / "check-data" / profile / "quarantine.csv")
+    summary, bad = _check(profile, out, limit)
+    if summary.empty: print(f"profile {profile!r} names no real dataset (phantoms only)"); return 0
+    print(summary.drop(columns="args").to_markdown(index=False))
+    print(f"\n{len(bad)} quarantined file(s) -> {out}")
+    if len(bad): print(bad.drop(columns="args").head(20).to_markdown(index=False))
+    return 1 if (summary.error != "").any() else 0
+
 # %% ../nbs/34_cli.ipynb #a9d5a903
-COMMANDS = {"paper": paper, "readme": readme, "docs": docs, "list": experiments}
+COMMANDS = {"paper": paper, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
 
 def main(argv=None) -> int:
     "The `sslmed` command: `sslmed <command> [--help]`."

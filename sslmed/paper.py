@@ -6,23 +6,27 @@ Docs: https://sslmed.github.io/sslmed/paper.html.md"""
 
 # %% ../nbs/32_paper.ipynb #d20c4b88
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 import yaml
 from .core import (atomic_path, atomic_write_json, atomic_write_text, device_info, file_lock, file_sha256,
                          files_digest, git_info, package_versions, project_root)
 
 # %% auto #0
-__all__ = ['PAPER_IDS', 'VOLATILE', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters', 'load_profile',
-           'kernel_name', 'run_notebook', 'library_digest', 'input_digest', 'run_paper', 'readme_from_index']
+__all__ = ['PAPER_IDS', 'VOLATILE', 'DRY_RUN', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters',
+           'load_profile', 'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name', 'run_notebook',
+           'library_digest', 'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
 
 # %% ../nbs/32_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 7)) + tuple(f"F{i}" for i in range(1, 9))
 VOLATILE = ("wall_time_s", "created")  # manifest fields allowed to differ between two identical runs
 
+DRY_RUN = "-dryrun"  # `<profile>-dryrun`: that profile's recipes on fixtures (sslmed.protocols.recipe_profile)
+
 def provenance_line(art_id: str, profile: str, data: str) -> str:
     "The line under every artifact: what it is, which profile and which data produced it."
-    note = " — phantom/synthetic data, not paper results" if profile != "full" else ""
+    if profile.endswith(DRY_RUN): note = " — dry run on fixtures, not paper results"
+    else: note = " — phantom/synthetic data, not paper results" if profile != "full" else ""
     return f"sslmed {art_id} · profile: {profile} · data: {data}{note}"
 
 class Artifacts:
@@ -91,19 +95,55 @@ def notebook_parameters(path) -> dict:
         raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(tagged)}")
     return {k: v["default"] for k, v in pm.inspect_notebook(str(path)).items()}
 
-def load_profile(profile: str, name: str, root=None) -> dict:
-    "Parameters of experiment `name` under `profile`, checked against those the notebook declares."
-    root = Path(root or project_root())
-    nb = root / "nbs" / "experiments" / f"{name}.ipynb"
-    if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; known: {list_experiments(root)}")
-    declared = notebook_parameters(nb)
+def _profile_file(profile: str, name: str, root: Path, chain=()) -> dict:
+    "A profile file's parameters; `based_on: <profile>` starts from that profile's file of the same experiment."
     f = root / "nbs" / "experiments" / "profiles" / profile / f"{name}.yaml"
     if not f.is_file(): raise FileNotFoundError(f"profile file {f} is missing: every experiment needs one per profile")
     params = yaml.safe_load(f.read_text()) or {}
     if not isinstance(params, dict): raise ValueError(f"{f}: expected a mapping of parameter: value")
+    base = params.pop("based_on", None)
+    if base is None: return params
+    if base in (*chain, profile): raise ValueError(f"{f}: based_on {base!r} makes a cycle {[*chain, profile, base]}")
+    return {**_profile_file(base, name, root, (*chain, profile)), **params}
+
+def load_profile(profile: str, name: str, root=None, extra: dict | None = None) -> dict:
+    "Parameters of experiment `name` under `profile` (and `extra` ones), checked against those the notebook declares."
+    root = Path(root or project_root())
+    nb = root / "nbs" / "experiments" / f"{name}.ipynb"
+    if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; known: {list_experiments(root)}")
+    declared = notebook_parameters(nb)
+    params = {**_profile_file(profile, name, root), **(extra or {})}
     unknown = sorted(set(params) - set(declared))
-    if unknown: raise ValueError(f"{f}: unknown parameter(s) {unknown}; {name}.ipynb declares {sorted(declared)}")
+    if unknown: raise ValueError(f"profile {profile}/{name}.yaml: unknown parameter(s) {unknown}; {name}.ipynb declares {sorted(declared)}")
     return {**params, "profile": profile}
+
+# %% ../nbs/32_paper.ipynb #c0b2d003
+class MissingRoots(FileNotFoundError):
+    "Dataset roots a profile needs are unset or missing (the message names every one)."
+
+def recipe_roots(profile: str, root=None) -> dict:
+    "`{$SSLMED_DATA_<NAME>: dataset}` for every real dataset that a profile's recipe files name (read as YAML only)."
+    d = Path(root or project_root()) / "recipes" / profile.removesuffix(DRY_RUN)
+    out = {}
+    for f in sorted(d.glob("*.yaml")):
+        r = yaml.safe_load(f.read_text()) or {}
+        for spec in [r, *((r.get("methods") or {}).values())]:
+            name = (spec or {}).get("dataset")
+            if name and name != "phantom": out[f"SSLMED_DATA_{name.upper()}"] = name
+    return dict(sorted(out.items()))
+
+def _unusable(envs: dict) -> list[str]:
+    return [f"${e} is unset ({n}; see data_cards/)" if not os.environ.get(e) else f"${e}={os.environ[e]} does not exist ({n})"
+            for e, n in envs.items() if not (os.environ.get(e) and Path(os.environ[e]).expanduser().exists())]
+
+def require_roots(profile: str, root=None):
+    "Raise `MissingRoots` naming every dataset root `profile` needs that is unset or missing (recipes first, then evaluation)."
+    envs = recipe_roots(profile, root)
+    bad = _unusable(envs)
+    if not bad and envs:
+        from sslmed.protocols import profile_datasets, missing_roots
+        bad = missing_roots(profile_datasets(profile, root))
+    if bad: raise MissingRoots(f"profile {profile!r} cannot start, {len(bad)} dataset root(s) missing:\n  " + "\n  ".join(bad))
 
 # %% ../nbs/32_paper.ipynb #1bec74ed
 def kernel_name() -> str:
@@ -122,8 +162,8 @@ def _failed_cell(exc) -> str:
     idx = getattr(exc, "exec_count", None) or getattr(exc, "cell_index", None)
     return f"cell {idx}: {getattr(exc, 'ename', type(exc).__name__)}: {str(getattr(exc, 'evalue', exc))[:200]}"
 
-def run_notebook(name: str, profile: str, root=None) -> dict:
-    "Execute one experiment notebook with papermill; returns its status, failing cell and wall time."
+def run_notebook(name: str, profile: str, root=None, extra: dict | None = None) -> dict:
+    "Execute one experiment notebook with papermill (`extra` parameters over the profile's); returns its status, failing cell and wall time."
     import papermill as pm
     root = Path(root or project_root())
     src = root / "nbs" / "experiments" / f"{name}.ipynb"
@@ -131,7 +171,7 @@ def run_notebook(name: str, profile: str, root=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
-        params = load_profile(profile, name, root)
+        params = load_profile(profile, name, root, extra)
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=kernel_name(), cwd=str(src.parent),
                             progress_bar={"desc": f"{name:<24}", "leave": True}, log_output=False)
         res = {"notebook": name, "status": "ok", "error": None}
@@ -148,18 +188,21 @@ def library_digest(root=None) -> str:
     files = sorted((root / "sslmed").rglob("*.py")) + sorted((root / "recipes").rglob("*.yaml")) + sorted((root / "data_cards").glob("*.md"))
     return files_digest(files, root, "".join(f"{k}={v}\n" for k, v in sorted(os.environ.items()) if k.startswith("SSLMED_DATA_")))
 
-def input_digest(name: str, profile: str, root=None, library: str | None = None) -> str:
+def input_digest(name: str, profile: str, root=None, library: str | None = None, extra: dict | None = None) -> str:
     "Hash of what a notebook's results depend on: the notebook, its parameters, and `library_digest`."
     root = Path(root or project_root())
-    params = json.dumps(load_profile(profile, name, root), sort_keys=True, default=str)
+    params = json.dumps(load_profile(profile, name, root, extra), sort_keys=True, default=str)
     return files_digest([root / "nbs" / "experiments" / f"{name}.ipynb"], root, params + (library or library_digest(root)))
 
 def _state_file(root: Path, profile: str) -> Path: return root / "runs" / profile / ".inputs.json"
 
-def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resume: bool = False) -> list[dict]:
+def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resume: bool = False, params: dict | None = None,
+              check_roots: bool = True) -> list[dict]:
     "Run every experiment notebook (or those in `only`) under `profile`, `jobs` at a time; prints a summary."
     from concurrent.futures import ThreadPoolExecutor
     root = Path(root or project_root())
+    if check_roots: require_roots(profile, root)  # before anything slow: a missing dataset fails in the first second
+    params = params or {}
     names = list_experiments(root)
     if only:
         only = [only] if isinstance(only, str) else list(only)
@@ -169,12 +212,12 @@ def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resum
     state_f = _state_file(root, profile)
     state = json.loads(state_f.read_text()) if state_f.is_file() else {}
     lib = library_digest(root)
-    digests = {n: input_digest(n, profile, root, lib) for n in names}
+    digests = {n: input_digest(n, profile, root, lib, params.get(n)) for n in names}
     todo = [n for n in names if not (resume and state.get(n) == digests[n])]
     skipped = [{"notebook": n, "status": "cached", "error": None, "wall_time_s": 0.0,
                 "output": f"runs/{profile}/{n}.ipynb (inputs unchanged)"} for n in names if n not in todo]
     with ThreadPoolExecutor(max(1, jobs)) as ex:  # each notebook runs in its own kernel process
-        results = list(ex.map(lambda n: run_notebook(n, profile, root), todo))
+        results = list(ex.map(lambda n: run_notebook(n, profile, root, params.get(n)), todo))
     for r in results:
         if r["status"] == "ok": state[r["notebook"]] = digests[r["notebook"]]
         else: state.pop(r["notebook"], None)
@@ -186,6 +229,24 @@ def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resum
         print(f"{r['notebook']:<{w}}  {r['status']:<6}  {r['wall_time_s']:>7}  {r['error'] or r['output']}")
     print(f"total {sum(r['wall_time_s'] for r in results):.0f} s of notebook time")
     return results
+
+# %% ../nbs/32_paper.ipynb #c0b2d006
+def dry_run(profile: str = "full", only=None, root=None, jobs: int = 1, data_dir=None, params: dict | None = None,
+            seed: int = 0) -> list[dict]:
+    "Run the experiment notebooks under `<profile>-dryrun`: `profile`'s recipes at full size, on fixtures of its datasets."
+    from sslmed.protocols import write_fixtures
+    data_dir = Path(data_dir or tempfile.mkdtemp(prefix="sslmed-fixtures-"))
+    t0 = time.time()
+    env, sources = write_fixtures(data_dir, profile, seed, root)
+    print(f"fixtures in {data_dir} ({time.time() - t0:.0f} s):")
+    for name, src in sources.items(): print(f"  {name:16s} {src}")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try: return run_paper(profile + DRY_RUN, only, root, jobs, params=params, check_roots=False)  # a missing writer fails its notebooks, not the others
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/32_paper.ipynb #328685fa
 def readme_from_index(root=None) -> str:
