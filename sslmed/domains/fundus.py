@@ -20,17 +20,21 @@ from pathlib import Path
 from typing import Callable
 import pandas as pd
 from PIL import Image, ImageDraw
-from ..data.core import (DataError, Quarantine, ReaderDataset, require_root, require_file, read_csv,
-                              check_int_label, read_image, to_tensor_image)
+from ..core import atomic_path, file_sha256
+from ..data.core import (DataError, Quarantine, ReaderDataset, require_root, require_file, read_csv, inside_root,
+                              check_unique, check_int_label, read_image, to_tensor_image)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
 
 # %% auto #0
-__all__ = ['FUNDUS_GRADES', 'APTOS_SOURCE', 'APTOS_LAYOUT', 'EYEPACS_SOURCE', 'EYEPACS_LAYOUT', 'MESSIDOR2_SOURCE',
-           'MESSIDOR2_LAYOUT', 'DOMAIN', 'FundusPhantom', 'crop_to_fundus', 'GradedImages', 'make_aptos_fixture',
-           'make_eyepacs_fixture', 'make_messidor2_fixture', 'stratified_split', 'APTOS', 'EyePACS', 'Messidor2',
-           'FundusPreprocess', 'fundus_views', 'fundus_eval']
+__all__ = ['FUNDUS_GRADES', 'IMAGE_SUFFIXES', 'FIXTURE_SIZES', 'APTOS_SOURCE', 'APTOS_LAYOUT', 'EYEPACS_SOURCE', 'EYEPACS_LAYOUT',
+           'MESSIDOR2_SOURCE', 'MESSIDOR2_LAYOUT', 'EYEPACS_TRAIN_IMAGES', 'SEED_KEYS', 'DOMAIN', 'FundusPhantom',
+           'fundus_box', 'crop_to_fundus', 'as_uint8', 'resize_short', 'fundus_photo', 'square_crop', 'PhotoCache',
+           'GradedImages', 'check_id', 'image_index', 'match_image', 'fixture_photo', 'save_fixture_photo',
+           'make_aptos_fixture', 'make_eyepacs_fixture', 'make_messidor2_fixture', 'stratified_split', 'aptos_layout',
+           'grade_folders', 'APTOS', 'EyePACS', 'Messidor2', 'FundusPreprocess', 'fundus_views', 'fundus_eval',
+           'PairBatches', 'epochs_to_steps']
 
 # %% ../../nbs/domains/13_fundus.ipynb #5bad2fd8
 FUNDUS_GRADES = ["no DR", "mild", "moderate", "severe", "proliferative"]
@@ -190,30 +194,113 @@ class FundusPhantom(Phantom):
         ax.imshow(np.asarray(x).transpose(1, 2, 0))
         ax.set_axis_off()
 
-# %% ../../nbs/domains/13_fundus.ipynb #1dd99395
-def crop_to_fundus(arr: np.ndarray, threshold: int = 10) -> np.ndarray:
-    "Crop an RGB uint8 image to the bounding box of pixels brighter than `threshold` (the field of view); unchanged if none."
-    fov = arr.max(-1) > threshold
-    rows, cols = np.nonzero(fov.any(1))[0], np.nonzero(fov.any(0))[0]
-    if not len(rows): return arr
-    return arr[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+# %% ../../nbs/domains/13_fundus.ipynb #91498389
+def fundus_box(arr: np.ndarray, threshold: float = 10 / 255, min_frac: float = 0.01) -> tuple[int, int, int, int] | None:
+    "`(top, bottom, left, right)` of the rows/columns with > `min_frac` pixels above `threshold` × the dtype's range; None if none."
+    full = np.iinfo(arr.dtype).max if arr.dtype.kind in "ui" else 1.0
+    fov = (arr.max(-1) if arr.ndim == 3 else arr) > threshold * full
+    rows, cols = np.flatnonzero(fov.mean(1) > min_frac), np.flatnonzero(fov.mean(0) > min_frac)
+    if not len(rows) or not len(cols): return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
-# %% ../../nbs/domains/13_fundus.ipynb #4ca3f624
+def crop_to_fundus(arr: np.ndarray, threshold: float = 10 / 255, min_frac: float = 0.01) -> np.ndarray:
+    "Crop an image (uint8, uint16 or float in [0, 1]) to its field of view (`fundus_box`); unchanged if there is none."
+    box = fundus_box(arr, threshold, min_frac)
+    return arr if box is None else arr[box[0]:box[1], box[2]:box[3]]
+
+# %% ../../nbs/domains/13_fundus.ipynb #7188843f
+def as_uint8(arr: np.ndarray) -> np.ndarray:
+    "uint8 unchanged; uint16 rounded to 8 bits (`v * 255 / 65535`)."
+    if arr.dtype == np.uint8: return arr
+    if arr.dtype != np.uint16: raise TypeError(f"as_uint8 takes uint8 or uint16 images, got {arr.dtype}")
+    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+def resize_short(arr: np.ndarray, size: int) -> np.ndarray:
+    "An (H, W, 3) uint8 image resized (PIL, antialiased bilinear) so that its short side is `size`, aspect kept."
+    h, w = arr.shape[:2]
+    s = size / min(h, w)
+    hw = (max(size, round(h * s)), max(size, round(w * s)))
+    if hw == (h, w): return arr
+    return np.asarray(Image.fromarray(arr).resize(hw[::-1], Image.BILINEAR))
+
+def fundus_photo(arr: np.ndarray, size: int, crop: bool = True, threshold: float = 10 / 255, file="<array>") -> np.ndarray:
+    "A photograph as uint8 (H, W, 3), cropped to its field of view, short side `size`; `DataError` naming `file` if there is no disc."
+    if crop:
+        box = fundus_box(arr, threshold)
+        if box is None:
+            raise DataError(file, "image", f"no field of view: no pixels brighter than {threshold:.3f} of the range (a blank frame)")
+        h, w = box[1] - box[0], box[3] - box[2]
+        if max(h, w) > 2 * min(h, w):
+            raise DataError(file, "image", f"field of view {w}x{h} px is not disc-like (one side over twice the other)")
+        arr = arr[box[0]:box[1], box[2]:box[3]]
+    return resize_short(as_uint8(arr if arr.ndim == 3 else np.repeat(arr[..., None], 3, -1)), size)
+
+def square_crop(arr: np.ndarray, size: int, offset: float | None = None) -> np.ndarray:
+    "The `size × size` square of an image whose short side is `size`: centred, or at `offset` in [0, 1] along the long side."
+    h, w = arr.shape[:2]
+    if min(h, w) != size: raise ValueError(f"square_crop needs a short side of {size}, got {h}x{w}")
+    f = 0.5 if offset is None else offset
+    t, l = round(f * (h - size)), round(f * (w - size))
+    return arr[t:t + size, l:l + size]
+
+# %% ../../nbs/domains/13_fundus.ipynb #3f041dfa
+class PhotoCache:
+    "Preprocessed photographs on disk (uint8 `.npy`), keyed by the source file's SHA-256 and a `tag` naming the settings."
+    def __init__(self, root, tag: str):
+        self.root, self.tag = Path(root), tag
+        self.hits = self.misses = 0
+
+    def path(self, digest: str) -> Path: return self.root / digest[:2] / f"{digest}-{self.tag}.npy"
+
+    def get(self, src, make: Callable) -> np.ndarray:
+        "The cached array of file `src`, or `make(src)` stored for next time."
+        p = self.path(file_sha256(src))
+        if p.is_file():
+            try:
+                arr = np.load(p, allow_pickle=False)
+                if arr.dtype == np.uint8 and arr.ndim == 3: self.hits += 1; return arr
+            except (OSError, ValueError, EOFError): pass  # a damaged entry: recompute it
+        arr = make(src)
+        with atomic_path(p) as tmp: np.save(tmp, np.ascontiguousarray(arr, np.uint8))
+        self.misses += 1
+        return arr
+
+# %% ../../nbs/domains/13_fundus.ipynb #de5fd1c2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_CACHE_VERSION = 1  # bump when fundus_photo's arithmetic changes: old entries are then never read
+
 class GradedImages(ReaderDataset):
     "Base for fundus readers: `items` of `{'path', 'grade', ...}`; `(x (3, H, W) float32, {'grade': int})`."
-    def __init__(self, size: int | None = None, crop: bool = False, transform: Callable | None = None,
-                 on_error: str = "raise", quarantine: Quarantine | None = None):
+    def __init__(self, size: int | None = None, crop: bool = True, random_crop: bool = False, threshold: float = 10 / 255,
+                 cache_dir=None, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None, quarantine_log=None):
+        if quarantine is None and quarantine_log is not None: quarantine = Quarantine(log=quarantine_log)
         super().__init__(on_error, quarantine)
-        self.size, self.crop, self.transform = size, crop, transform
+        if size is not None and (type(size) is not int or size < 8): raise ValueError(f"size must be null or an integer >= 8, got {size!r}")
+        self.size, self.crop, self.random_crop, self.threshold, self.transform = size, crop, random_crop, threshold, transform
+        tag = f"s{size}-c{int(crop)}-t{threshold:.5f}-v{_CACHE_VERSION}"
+        self.cache = PhotoCache(cache_dir, tag) if cache_dir is not None and size is not None else None
+
+    def photo(self, path) -> np.ndarray:
+        "Steps 1-3 for one file: decoded, cropped to the field, short side `size`, uint8 (cached when `cache_dir` is set)."
+        make = lambda p: fundus_photo(read_image(p, "RGB"), self.size, self.crop, self.threshold, p)
+        return self.cache.get(path, make) if self.cache is not None else make(path)
 
     def load(self, i: int):
         it = self.items[i]
-        arr = read_image(it["path"], "RGB")
-        if self.crop: arr = crop_to_fundus(arr)
-        if self.size: arr = np.asarray(Image.fromarray(arr).resize((self.size, self.size), Image.BILINEAR))
+        if self.size is None:
+            arr = read_image(it["path"], "RGB")
+            if self.crop: arr = crop_to_fundus(arr, self.threshold)
+        else:
+            arr = square_crop(self.photo(it["path"]), self.size, float(torch.rand(())) if self.random_crop else None)
         x = to_tensor_image(arr)
         labels = {k: it[k] for k in ("grade", "dme") if k in it}
         return (self.transform(x) if self.transform else x), labels
+
+    def _nonempty(self, items: list, what: str) -> list:
+        "`items` unless empty: a layout or vocabulary that matched nothing is an error, not an empty dataset."
+        if not items: raise DataError(self.root, "items", f"no labelled images found ({what}); see the expected layout in the data card")
+        return items
 
     @property
     def grades(self) -> np.ndarray:
@@ -223,6 +310,27 @@ class GradedImages(ReaderDataset):
     @property
     def frame(self) -> pd.DataFrame: return pd.DataFrame(self.items)
 
+def check_id(value, file, field: str) -> str:
+    "An id from a label file as a non-empty string; otherwise a `DataError`."
+    if not isinstance(value, str) or not value.strip(): raise DataError(file, field, f"empty or missing id {value!r}")
+    return value
+
+def image_index(folder) -> dict[str, list[Path]]:
+    "Image files directly in `folder` by stem (`.png/.jpg/.jpeg`, any case; hidden files skipped): `{stem: [paths]}`."
+    out = {}
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES: out.setdefault(p.stem, []).append(p)
+    return out
+
+def match_image(index: dict, folder, ident: str, file, field: str) -> Path:
+    "The one image of `ident` in `folder` (from `image_index`): a `DataError` if it lies outside, is missing, or is ambiguous."
+    inside_root(folder, ident, file, field)
+    found = index.get(ident, [])
+    if not found:
+        raise DataError(Path(folder) / f"{ident}.png", field, f"file not found (looked for {ident} with suffix {'/'.join(IMAGE_SUFFIXES)})")
+    if len(found) > 1: raise DataError(file, field, f"{field}={ident} is ambiguous: {len(found)} files match {[p.name for p in found]}")
+    return found[0]
+
 def _graded_row(csv_file, row: dict, id_col: str, grade_col: str, path: Path, field: str) -> dict:
     "Check one CSV row: its grade in 0..4 and its image file present."
     rid = f"{id_col}={row[id_col]}"
@@ -230,37 +338,59 @@ def _graded_row(csv_file, row: dict, id_col: str, grade_col: str, path: Path, fi
     require_file(path, field)
     return {"id": str(row[id_col]), "grade": grade, "path": path}
 
-# %% ../../nbs/domains/13_fundus.ipynb #bf07625c
-def _fundus_image(rng, grade: int, size: tuple[int, int] = (28, 22)) -> Image.Image:
-    w, h = size
-    img = Image.new("RGB", size)
-    d = ImageDraw.Draw(img)
-    d.ellipse([2, 1, w - 3, h - 2], fill=tuple(int(v) for v in rng.integers([150, 60, 20], [220, 110, 60])))
-    for _ in range(2 * grade):
-        x, y = rng.integers(6, w - 6), rng.integers(5, h - 5)
-        d.ellipse([x - 1, y - 1, x + 1, y + 1], fill=(90, 20, 10))
-    return img
+# %% ../../nbs/domains/13_fundus.ipynb #1f24b46e
+FIXTURE_SIZES = ((384, 384), (640, 480), (800, 600), (420, 420), (683, 512))
 
-def make_aptos_fixture(root, n: int = 40, seed: int = 0) -> dict:
-    "Write a tiny APTOS 2019 (`train.csv`, `train_images/*.png`, `test.csv`, `test_images/`); return `{id_code: grade}`."
+def fixture_photo(rng, grade: int, size: tuple[int, int], clip: bool = False) -> np.ndarray:
+    "A fundus-like uint8 (H, W, 3) photograph: a lit disc in a noisy black border, with 2 × `grade` dark lesions."
+    w, h = size
+    im = Image.new("RGB", (w, h)); d = ImageDraw.Draw(im)
+    r = (0.56 if clip else rng.uniform(0.4, 0.47)) * min(w, h)
+    cx, cy = w / 2 + rng.normal(0, 0.01 * w), h / 2
+    d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=tuple(int(v) for v in rng.integers([150, 60, 20], [220, 110, 60])))
+    dr = max(2.0, r / 40)
+    for _ in range(2 * grade):
+        ang, rad = rng.uniform(0, 2 * np.pi), 0.7 * r * np.sqrt(rng.uniform())
+        x, y = cx + rad * np.cos(ang), cy + rad * np.sin(ang)
+        d.ellipse([x - dr, y - dr, x + dr, y + dr], fill=(90, 20, 10))
+    arr = np.asarray(im)
+    return np.maximum(arr, rng.integers(0, 6, (h, w, 1), dtype=np.uint8))  # border noise, below the 10/255 threshold
+
+def save_fixture_photo(path, arr: np.ndarray, kind: str = "8bit"):
+    "Write `arr` as `kind`: '8bit' (PNG or JPEG by suffix), '16bit' (grayscale PNG, the green channel × 257) or 'corrupt' (a truncated JPEG)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "16bit": Image.fromarray(arr[..., 1].astype(np.uint16) * 257).save(path, format="PNG"); return
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    Image.fromarray(arr).save(path, **({"format": "JPEG", "quality": 90} if jpeg else {"format": "PNG", "compress_level": 1}))
+    if kind == "corrupt": path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+
+def _photo(rng, k: int, grade: int) -> np.ndarray: return fixture_photo(rng, grade, FIXTURE_SIZES[k % 5], clip=k % 3 == 2)
+
+# %% ../../nbs/domains/13_fundus.ipynb #3fd7df20
+def make_aptos_fixture(root, n: int = 40, seed: int = 0, layout: str = "csv") -> dict:
+    "Write a small APTOS 2019 (`csv`: train.csv + train_images/, or `folders`: train|test/<grade>/); return `{id_code: grade}`."
+    if layout not in ("csv", "folders"): raise ValueError(f"layout must be 'csv' or 'folders', got {layout!r}")
     root, rng = Path(root), np.random.default_rng(seed)
-    (root / "train_images").mkdir(parents=True, exist_ok=True); (root / "test_images").mkdir(exist_ok=True)
     grades = {f"{rng.integers(16**11, 16**12):012x}": int(g) for g in np.resize(np.arange(5), n)}
-    for ident, g in grades.items(): _fundus_image(rng, g).save(root / "train_images" / f"{ident}.png")
-    pd.DataFrame({"id_code": list(grades), "diagnosis": list(grades.values())}).to_csv(root / "train.csv", index=False)
-    pd.DataFrame({"id_code": ["0a1b2c3d4e5f"]}).to_csv(root / "test.csv", index=False)
-    _fundus_image(rng, 0).save(root / "test_images" / "0a1b2c3d4e5f.png")
+    for k, (ident, g) in enumerate(grades.items()):
+        kind = "16bit" if k == 1 else "corrupt" if k == n - 1 else "8bit"  # the last image: a truncated JPEG
+        name = f"{ident}.jpeg" if kind == "corrupt" else f"{ident}.png"
+        folder = root / "train_images" if layout == "csv" else root / ("test" if k >= 0.75 * n else "train") / str(g)
+        save_fixture_photo(folder / name, _photo(rng, k, g), kind)
+    if layout == "csv":
+        pd.DataFrame({"id_code": list(grades), "diagnosis": list(grades.values())}).to_csv(root / "train.csv", index=False)
+        pd.DataFrame({"id_code": ["0a1b2c3d4e5f"]}).to_csv(root / "test.csv", index=False)
+        save_fixture_photo(root / "test_images" / "0a1b2c3d4e5f.png", _photo(rng, 0, 0))
     return grades
 
 def make_eyepacs_fixture(root, n: int = 10, seed: int = 0) -> dict:
-    "Write a tiny EyePACS (`trainLabels.csv` + `train/*.jpeg`, `retinopathy_solution.csv` + `test/*.jpeg`); return `{(split, image): level}`."
+    "Write a small EyePACS (`trainLabels.csv` + `train/*.jpeg`, `retinopathy_solution.csv` + `test/*.jpeg`); return `{(split, image): level}`."
     root, rng, out = Path(root), np.random.default_rng(seed), {}
     for split, csv_name, first in (("train", "trainLabels.csv", 10), ("test", "retinopathy_solution.csv", 1)):
-        (root / split).mkdir(parents=True, exist_ok=True)
         names = [f"{first + k // 2}_{'left' if k % 2 == 0 else 'right'}" for k in range(n)]
         levels = [int(rng.integers(0, 5)) for _ in names]
-        for name, lev in zip(names, levels):
-            _fundus_image(rng, lev).save(root / split / f"{name}.jpeg", quality=95)
+        for k, (name, lev) in enumerate(zip(names, levels)):
+            save_fixture_photo(root / split / f"{name}.jpeg", _photo(rng, k, lev), "corrupt" if split == "train" and k == 1 else "8bit")
             out[(split, name)] = lev
         df = pd.DataFrame({"image": names, "level": levels})
         if split == "test": df["Usage"] = np.where(np.arange(n) % 3 == 0, "Public", "Private")
@@ -268,9 +398,8 @@ def make_eyepacs_fixture(root, n: int = 10, seed: int = 0) -> dict:
     return out
 
 def make_messidor2_fixture(root, n: int = 10, seed: int = 0, image_dir: str = "IMAGES") -> dict:
-    "Write a tiny Messidor-2 (`messidor_data.csv` + `<image_dir>/` with .png and .JPG); return `{image_id: grade or None}`."
+    "Write a small Messidor-2 (`messidor_data.csv` + `<image_dir>/` with .png and .JPG); return `{image_id: grade or None}`."
     root, rng, out = Path(root), np.random.default_rng(seed), {}
-    (root / image_dir).mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(n):
         original = k % 2 == 0   # Messidor-Original frames are .png, Messidor-Extension frames .JPG
@@ -278,19 +407,23 @@ def make_messidor2_fixture(root, n: int = 10, seed: int = 0, image_dir: str = "I
         on_disk = image_id if original else image_id.replace(".jpg", ".JPG")
         gradable = k != 3
         grade = int(rng.integers(0, 5)) if gradable else None
-        _fundus_image(rng, grade or 0).save(root / image_dir / on_disk, **({} if original else {"format": "JPEG", "quality": 95}))
+        kind = "16bit" if k == 0 else "corrupt" if k == 5 else "8bit"
+        save_fixture_photo(root / image_dir / on_disk, _photo(rng, k, grade or 0), kind)
         rows.append({"image_id": image_id, "adjudicated_dr_grade": grade, "adjudicated_dme": int(rng.integers(0, 2)) if gradable else None,
                      "adjudicated_gradable": int(gradable)})
         out[image_id] = grade
     pd.DataFrame(rows).to_csv(root / "messidor_data.csv", index=False)
     return out
 
-# %% ../../nbs/domains/13_fundus.ipynb #b69d04a5
+# %% ../../nbs/domains/13_fundus.ipynb #ebe2a6ba
 APTOS_SOURCE = "https://www.kaggle.com/competitions/aptos2019-blindness-detection (Kaggle competition rules; no redistribution)"
-APTOS_LAYOUT = """<root>/
-  train.csv                 id_code, diagnosis (0-4)
-  train_images/<id_code>.png
-  test.csv, test_images/    (unlabelled; not used)"""
+APTOS_LAYOUT = """<root>/  either the Kaggle archive:
+  train.csv                    id_code, diagnosis (0-4), one row per id_code
+  train_images/<id_code>.png   (.jpg/.jpeg accepted; exactly one file per id_code)
+  test.csv, test_images/       (unlabelled; not used)
+or the class folders of seed 002:
+  train/<grade 0-4>/<image>.png|.jpg|.jpeg
+  test/<grade 0-4>/<image>.png|.jpg|.jpeg"""
 
 def stratified_split(ids, labels, val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0) -> dict[str, list]:
     "Deterministic stratified split: per label, ids sorted then shuffled by `seed`; first `test_frac` → test, next `val_frac` → val."
@@ -308,25 +441,73 @@ def stratified_split(ids, labels, val_frac: float = 0.1, test_frac: float = 0.2,
         out["train"] += list(members[q >= test_frac + val_frac])
     return {k: sorted(v) for k, v in out.items()}
 
-class APTOS(GradedImages):
-    "APTOS 2019 blindness detection: labelled training images, split into train/val/test deterministically."
-    splits = ("train", "val", "test", "all")
-    def __init__(self, root, split: str = "train", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
-                 size: int | None = None, crop: bool = False, transform: Callable | None = None,
-                 on_error: str = "raise", quarantine: Quarantine | None = None):
-        super().__init__(size, crop, transform, on_error, quarantine)
-        if split not in self.splits: raise ValueError(f"APTOS split must be one of {self.splits}, got {split!r}")
-        self.root, self.split = require_root(root, "APTOS 2019", "aptos2019", APTOS_SOURCE, APTOS_LAYOUT), split
-        f = self.root / "train.csv"
-        df = read_csv(f, ["id_code", "diagnosis"], "aptos2019", dtype={"id_code": str})
-        def grade(r): return {"id": r["id_code"], "grade": check_int_label(r["diagnosis"], 0, 4, f, "diagnosis", f"id_code={r['id_code']}")}
-        rows = self._check(df.to_dict("records"), grade)
-        parts = stratified_split([r["id"] for r in rows], [r["grade"] for r in rows], val_frac, test_frac, seed)
-        keep = set(parts[split]) if split != "all" else {r["id"] for r in rows}
-        def with_file(r): return {**r, "path": require_file(self.root / "train_images" / f"{r['id']}.png", "id_code")}
-        self.items = self._check([r for r in rows if r["id"] in keep], with_file)
+def aptos_layout(root) -> str:
+    "'csv' (train.csv) or 'folders' (train/0…4); a `DataError` if both or neither are there."
+    root = Path(root)
+    has_csv, has_folders = (root / "train.csv").is_file(), any((root / "train" / str(g)).is_dir() for g in range(5))
+    if has_csv and has_folders:
+        raise DataError(root, "layout", "both train.csv and train/<grade>/ folders are present: pass layout='csv' or layout='folders'")
+    if has_csv or has_folders: return "csv" if has_csv else "folders"
+    raise DataError(root, "layout", f"neither train.csv nor train/0 … train/4 found; expected:\n{APTOS_LAYOUT}\n(see data_cards/aptos2019.md)")
 
-# %% ../../nbs/domains/13_fundus.ipynb #c47d8e44
+def grade_folders(d) -> list[dict]:
+    "Images of `d/<grade>/` as `{'id', 'grade', 'path'}`; `DataError` for another folder name, a stray image, or a repeated name."
+    d, rows = Path(d), []
+    for sub in sorted(d.iterdir()):
+        if sub.name.startswith("."): continue
+        if not sub.is_dir():
+            if sub.suffix.lower() in IMAGE_SUFFIXES: raise DataError(sub, "grade folder", "image outside a grade folder 0-4")
+            continue
+        if sub.name not in ("0", "1", "2", "3", "4"):
+            raise DataError(sub, "grade folder", f"folder name {sub.name!r} is not a grade 0-4 (expected {d.name}/0 … {d.name}/4)")
+        for stem, paths in image_index(sub).items():
+            if len(paths) > 1: raise DataError(sub, "image", f"{stem} is ambiguous: {len(paths)} files match {[p.name for p in paths]}")
+            rows.append({"id": stem, "grade": int(sub.name), "path": paths[0]})
+    check_unique([r["id"] for r in rows], d, "image")
+    return rows
+
+class APTOS(GradedImages):
+    "APTOS 2019 blindness detection, from the Kaggle archive (`train.csv`) or class folders (`train/0…4`, `test/0…4`)."
+    splits, layouts = ("train", "val", "test", "all"), ("auto", "csv", "folders")
+    def __init__(self, root, split: str = "train", val_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0,
+                 layout: str = "auto", size: int | None = None, crop: bool = True, random_crop: bool = False,
+                 threshold: float = 10 / 255, cache_dir=None, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None, quarantine_log=None):
+        super().__init__(size, crop, random_crop, threshold, cache_dir, transform, on_error, quarantine, quarantine_log)
+        if split not in self.splits: raise ValueError(f"APTOS split must be one of {self.splits}, got {split!r}")
+        if layout not in self.layouts: raise ValueError(f"APTOS layout must be one of {self.layouts}, got {layout!r}")
+        self.root, self.split = require_root(root, "APTOS 2019", "aptos2019", APTOS_SOURCE, APTOS_LAYOUT), split
+        self.layout = aptos_layout(self.root) if layout == "auto" else layout
+        read = self._from_csv if self.layout == "csv" else self._from_folders
+        self.items = read(split, val_frac, test_frac, seed)
+
+    def _from_csv(self, split, val_frac, test_frac, seed) -> list[dict]:
+        f, d = self.root / "train.csv", self.root / "train_images"
+        df = read_csv(f, ["id_code", "diagnosis"], "aptos2019", dtype={"id_code": str})
+        check_unique(df["id_code"].dropna(), f, "id_code")
+        def grade(r):
+            ident = check_id(r["id_code"], f, "id_code")
+            return {"id": ident, "grade": check_int_label(r["diagnosis"], 0, 4, f, "diagnosis", f"id_code={ident}")}
+        rows = self._nonempty(self._check(df.to_dict("records"), grade), "rows of train.csv")
+        if not d.is_dir(): raise DataError(d, "train_images", "image folder not found; expected layout in data_cards/aptos2019.md")
+        parts = stratified_split([r["id"] for r in rows], [r["grade"] for r in rows], val_frac, test_frac, seed)
+        keep, index = set(parts[split]) if split != "all" else {r["id"] for r in rows}, image_index(d)
+        return self._check([r for r in rows if r["id"] in keep], lambda r: {**r, "path": match_image(index, d, r["id"], f, "id_code")})
+
+    def _from_folders(self, split, val_frac, test_frac, seed) -> list[dict]:
+        def part(name):
+            d = self.root / name
+            if d.is_dir(): return grade_folders(d)
+            if split in (name, "all") or (name == "train" and split == "val"):
+                raise DataError(d, "layout", "folder not found: the class-folder layout has train/0…4 and test/0…4")
+            return []
+        train, test = part("train"), part("test")
+        check_unique([r["id"] for r in self._nonempty(train + test, "images in train/0…4, test/0…4")], self.root, "image")  # one image in train/ and test/: a leak
+        if split in ("test", "all"): return test if split == "test" else train + test
+        keep = set(stratified_split([r["id"] for r in train], [r["grade"] for r in train], val_frac, 0.0, seed)[split])
+        return [r for r in train if r["id"] in keep]
+
+# %% ../../nbs/domains/13_fundus.ipynb #e4a56f24
 EYEPACS_SOURCE = "https://www.kaggle.com/competitions/diabetic-retinopathy-detection (Kaggle competition rules; no redistribution)"
 EYEPACS_LAYOUT = """<root>/
   trainLabels.csv             image, level (0-4)
@@ -337,20 +518,23 @@ EYEPACS_LAYOUT = """<root>/
 class EyePACS(GradedImages):
     "EyePACS (Kaggle DR detection): `train` with `trainLabels.csv`, `test` with `retinopathy_solution.csv`."
     splits = {"train": ("trainLabels.csv", "train"), "test": ("retinopathy_solution.csv", "test")}
-    def __init__(self, root, split: str = "train", size: int | None = None, crop: bool = False,
-                 transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
-        super().__init__(size, crop, transform, on_error, quarantine)
+    def __init__(self, root, split: str = "train", size: int | None = None, crop: bool = True, random_crop: bool = False,
+                 threshold: float = 10 / 255, cache_dir=None, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None, quarantine_log=None):
+        super().__init__(size, crop, random_crop, threshold, cache_dir, transform, on_error, quarantine, quarantine_log)
         if split not in self.splits: raise ValueError(f"EyePACS split must be one of {tuple(self.splits)}, got {split!r}")
         self.root, self.split = require_root(root, "EyePACS", "eyepacs", EYEPACS_SOURCE, EYEPACS_LAYOUT), split
         csv_name, folder = self.splits[split]
-        f = self.root / csv_name
+        f, d = self.root / csv_name, self.root / folder
         df = read_csv(f, ["image", "level"], "eyepacs", dtype={"image": str})
+        check_unique(df["image"].dropna(), f, "image")
         def row(r):
-            it = _graded_row(f, r, "image", "level", self.root / folder / f"{r['image']}.jpeg", "image")
-            return {**it, "patient": it["id"].rsplit("_", 1)[0]}
-        self.items = self._check(df.to_dict("records"), row)
+            ident = check_id(r["image"], f, "image")
+            it = _graded_row(f, r, "image", "level", inside_root(d, f"{ident}.jpeg", f, "image"), "image")
+            return {**it, "patient": ident.rsplit("_", 1)[0]}
+        self.items = self._nonempty(self._check(df.to_dict("records"), row), f"rows of {csv_name}")
 
-# %% ../../nbs/domains/13_fundus.ipynb #f93ded15
+# %% ../../nbs/domains/13_fundus.ipynb #12589cf9
 MESSIDOR2_SOURCE = ("images: https://www.adcis.net/en/third-party/messidor2/ (ADCIS licence, research use); grades: "
                     "https://www.kaggle.com/datasets/google-brain/messidor2-dr-grades (Krause et al., Ophthalmology 2018)")
 MESSIDOR2_LAYOUT = """<root>/
@@ -359,25 +543,33 @@ MESSIDOR2_LAYOUT = """<root>/
 
 class Messidor2(GradedImages):
     "Messidor-2 with the adjudicated DR grades of Krause et al.; ungradable images excluded."
-    def __init__(self, root, image_dir: str = "IMAGES", size: int | None = None, crop: bool = False,
-                 transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
-        super().__init__(size, crop, transform, on_error, quarantine)
+    def __init__(self, root, image_dir: str = "IMAGES", size: int | None = None, crop: bool = True, random_crop: bool = False,
+                 threshold: float = 10 / 255, cache_dir=None, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None, quarantine_log=None):
+        super().__init__(size, crop, random_crop, threshold, cache_dir, transform, on_error, quarantine, quarantine_log)
         self.root = require_root(root, "Messidor-2", "messidor2", MESSIDOR2_SOURCE, MESSIDOR2_LAYOUT)
         f = self.root / "messidor_data.csv"
         df = read_csv(f, ["image_id", "adjudicated_dr_grade", "adjudicated_gradable"], "messidor2", dtype={"image_id": str})
-        d = self.root / image_dir
+        check_unique(df["image_id"].dropna().str.lower(), f, "image_id")
+        d = inside_root(self.root, image_dir, f"{self.root}/<image_dir>", "image_dir")
         if not d.is_dir(): raise DataError(d, "image_dir", "image folder not found; expected layout in data_cards/messidor2.md")
-        files = {p.name.lower(): p for p in sorted(d.rglob("*")) if p.is_file()}
-        rows = df.to_dict("records")
-        gradable = self._check(rows, lambda r: {**r, "ok": check_int_label(r["adjudicated_gradable"], 0, 1, f,
-                                                                          "adjudicated_gradable", f"image_id={r['image_id']}")})
+        files = {}
+        for p in sorted(d.rglob("*")):
+            if p.is_file(): files.setdefault(p.name.lower(), []).append(p)
+        gradable = self._check(df.to_dict("records"), lambda r: {**r, "ok": check_int_label(
+            r["adjudicated_gradable"], 0, 1, f, "adjudicated_gradable", f"image_id={r['image_id']}")})
         self.ungradable = [r["image_id"] for r in gradable if not r["ok"]]
         def row(r):
-            it = _graded_row(f, r, "image_id", "adjudicated_dr_grade", files.get(str(r["image_id"]).lower(), d / str(r["image_id"])), "image_id")
+            ident = check_id(r["image_id"], f, "image_id")
+            inside_root(d, ident, f, "image_id")
+            found = files.get(ident.lower(), [])
+            if len(found) > 1:
+                raise DataError(f, "image_id", f"image_id={ident} is ambiguous: {len(found)} files match {[str(p.relative_to(d)) for p in found]}")
+            it = _graded_row(f, r, "image_id", "adjudicated_dr_grade", found[0] if found else d / ident, "image_id")
             if "adjudicated_dme" in r:
-                it["dme"] = check_int_label(r["adjudicated_dme"], 0, 1, f, "adjudicated_dme", f"image_id={r['image_id']}")
+                it["dme"] = check_int_label(r["adjudicated_dme"], 0, 1, f, "adjudicated_dme", f"image_id={ident}")
             return it
-        self.items = self._check([r for r in gradable if r["ok"]], row)
+        self.items = self._nonempty(self._check([r for r in gradable if r["ok"]], row), "gradable rows of messidor_data.csv")
 
 # %% ../../nbs/domains/13_fundus.ipynb #b2d82c82
 class FundusPreprocess(BatchTransform):
@@ -410,11 +602,66 @@ def fundus_eval(size=256, clahe=True, background_threshold=0.04, **_):
     pre, resize = FundusPreprocess(clahe, background_threshold), resize_to(size, "bilinear")
     return lambda x: resize(pre(x))
 
-# %% ../../nbs/domains/13_fundus.ipynb #c9846cf3
+# %% ../../nbs/domains/13_fundus.ipynb #aa73e474
+class PairBatches(torch.utils.data.Sampler):
+    "Batches of anchor–positive pairs (two items of one label), drawn per step from `(seed, step)`; resumable like `ResumableBatches`."
+    def __init__(self, labels, batch_size: int, steps: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0,
+                 accum: int = 1):
+        if batch_size < 2 or batch_size % 2: raise ValueError(f"batch_size must be an even number >= 2 (whole pairs), got {batch_size}")
+        y = np.asarray(labels).reshape(-1)
+        self.n, self.bs, self.steps, self.seed, self.rank, self.world, self.start, self.accum = len(y), batch_size, steps, seed, rank, world, start, accum
+        self.members = {c: np.flatnonzero(y == c) for c in np.unique(y)}
+        self.anchors = np.sort(np.concatenate([m for m in self.members.values() if len(m) >= 2] or [np.zeros(0, np.int64)]))
+        if not len(self.anchors): raise ValueError("PairBatches needs a label with at least two items; every label occurs once")
+        self.label = y
+        self.per_epoch = max(1, self.n // (batch_size * accum * world))
+
+    def epoch_of(self, step: int) -> int: return step // self.per_epoch
+
+    def pairs(self, step: int) -> np.ndarray:
+        "All (anchor, positive) pairs of `step` across processes and micro-batches: (pairs, 2)."
+        rng = np.random.default_rng([self.seed, step])
+        P = self.bs // 2 * self.accum * self.world
+        a = rng.choice(self.anchors, P, replace=P > len(self.anchors))
+        pos = np.empty_like(a)
+        for i, ai in enumerate(a):
+            m = self.members[self.label[ai]]
+            j = rng.integers(len(m) - 1)
+            pos[i] = m[j] if m[j] != ai else m[-1]  # uniform over the other members
+        return np.stack([a, pos], 1)
+
+    def indices(self, step: int) -> list[int]:
+        "This process's items at `step`: its `accum` micro-batches, pair by pair."
+        per = self.bs // 2 * self.accum
+        return self.pairs(step)[self.rank * per:(self.rank + 1) * per].reshape(-1).tolist()
+
+    def from_step(self, start: int, stop: int, accum: int = 1):
+        "Index lists for steps `start … stop-1`, each step as `accum` micro-batches of `batch_size` items."
+        if accum != self.accum: raise ValueError(f"PairBatches was built for accum={self.accum}, asked for {accum}")
+        for s in range(start, stop):
+            idx = self.indices(s)
+            for j in range(accum): yield idx[j * self.bs:(j + 1) * self.bs]
+
+    def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
+    def __len__(self) -> int: return (self.steps - self.start) * self.accum
+
+# %% ../../nbs/domains/13_fundus.ipynb #4a054791
+EYEPACS_TRAIN_IMAGES = 35_126
+
+def epochs_to_steps(epochs: float, n: int = EYEPACS_TRAIN_IMAGES, batch: int = 256, accum: int = 8) -> int:
+    "Optimiser steps of `epochs` passes over `n` images at `batch × accum` images per step (a last partial step counted)."
+    return math.ceil(epochs * n / (batch * accum))
+
+SEED_KEYS = {"BATCH_SIZE": "batch_size", "TOTAL_DS_EPOCHS": ("steps", epochs_to_steps), "LR": "lr",
+             "WEIGHT_DECAY": "weight_decay", "EMBEDDING_DIM": "method_kw.expander", "NUM_CLASSES": None}
+
+# %% ../../nbs/domains/13_fundus.ipynb #6a3076d7
 DOMAIN = register_domain(Domain(
     "fundus", in_chans=3, views=fundus_views, eval_tf=fundus_eval, label_key="grade",
     tasks={"grade": Task("ordinal", len(FUNDUS_GRADES), "kappa")},
     datasets={"phantom": phantom_factory(FundusPhantom), "eyepacs": reader_factory(EyePACS), "aptos": reader_factory(APTOS),
               "messidor2": reader_factory(Messidor2)},
     encoder="resnet50", real_splits={"aptos": ("train", "test"), "eyepacs": ("train", "test")},
-    eval_dataset={"eyepacs": ("aptos", {})}))
+    eval_dataset={"eyepacs": ("aptos", {})},
+    fixtures={"aptos": make_aptos_fixture, "eyepacs": make_eyepacs_fixture, "messidor2": make_messidor2_fixture},
+    seed_keys=SEED_KEYS))
