@@ -97,7 +97,7 @@ def _bag_split(bags, labels, task, name):
     if not isinstance(bags, (list, tuple)): raise TypeError(f"{name} bags must be a list of (N_i, D) tensors, got {type(bags).__name__}")
     y = as_numpy(labels, f"{name} labels")
     if len(bags) != len(y): raise ValueError(f"{name} bags and labels have different lengths: {len(bags)} vs {len(y)}")
-    if len(bags) == 0: raise ValueError(f"{name} split is empty")
+    if len(bags) == 0: raise EmptySplitError(f"{name} split is empty")
     h, mask = pad_bags([torch.as_tensor(as_numpy(b)).float() for b in bags])
     if not torch.isfinite(h).all(): raise ValueError(f"{name} bags contain NaN or Inf")
     return h, mask, task_labels(y, task, name)

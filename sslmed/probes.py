@@ -24,9 +24,13 @@ from .metrics import check_labels_int
 from .features import *
 
 # %% auto #0
-__all__ = ['label_subset', 'val_split', 'fit_early_stopping', 'CoralLinear', 'n_outputs', 'Standardize', 'probe_head',
-           'norm_affine', 'prior_logits', 'task_labels', 'Split', 'count_classes', 'ProbeResult', 'finish_probe',
-           'linear_probe', 'knn_scores', 'knn_eval']
+__all__ = ['EmptySplitError', 'label_subset', 'val_split', 'fit_early_stopping', 'CoralLinear', 'n_outputs', 'Standardize',
+           'probe_head', 'norm_affine', 'prior_logits', 'task_labels', 'Split', 'count_classes', 'ProbeResult',
+           'finish_probe', 'linear_probe', 'knn_scores', 'knn_eval']
+
+# %% ../nbs/24_probes.ipynb #600e7b34
+class EmptySplitError(ValueError):
+    "A validation (or evaluation) split that would hold no sample."
 
 # %% ../nbs/24_probes.ipynb #ac68d105
 def _as_label_array(labels) -> np.ndarray:
@@ -60,7 +64,7 @@ def val_split(labels, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray,
     if y.ndim == 1: val = _class_prefixes(y, fraction, seed, 0)
     else: val = np.sort(np.random.default_rng(seed).permutation(len(y))[:int(round(fraction * len(y)))])
     if len(val) == 0:
-        raise ValueError(f"validation split is empty: fraction {fraction} of {len(y)} samples rounds to 0 in every class; "
+        raise EmptySplitError(f"validation split is empty: fraction {fraction} of {len(y)} samples rounds to 0 in every class; "
                          "pass a larger fraction or an explicit val=(features, labels)")
     return np.setdiff1d(np.arange(len(y)), val), val
 
@@ -156,7 +160,7 @@ def _features_labels(data, labels, name: str):
     y = as_numpy(y, f"{name} labels")
     if x.ndim != 2: raise ValueError(f"{name} features must have shape (N, D), got {tuple(x.shape)}")
     if len(x) != len(y): raise ValueError(f"{name} features and labels have different lengths: {len(x)} vs {len(y)}")
-    if len(x) == 0: raise ValueError(f"{name} split is empty")
+    if len(x) == 0: raise EmptySplitError(f"{name} split is empty")
     if not torch.isfinite(x).all(): raise ValueError(f"{name} features contain NaN or Inf")
     return x, y
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from conftest import ROOT
 
 NBS, LIB = ROOT / "nbs", ROOT / "sslmed"
-COMPAT = {"sslmed.data.angio", "sslmed.data.ecg", "sslmed.data.fundus", "sslmed.data.neuro", "sslmed.all"}  # hand-written aliases
+COMPAT = {"sslmed.data.angio", "sslmed.data.ecg", "sslmed.data.fundus", "sslmed.data.neuro", "sslmed.all", "sslmed.eval"}  # hand-written aliases
 
 
 def library_notebooks():
