@@ -16,21 +16,24 @@ from scipy.signal import resample_poly
 from scipy.special import expit
 from torch import Tensor
 from torch.utils.data import Dataset
-import json
+import hashlib, io, json, zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 from PIL import Image, ImageDraw
 from skimage.draw import polygon as draw_polygon
 from ..data.core import (DataError, Quarantine, ReaderDataset, ImageFiles, require_root, require_file,
-                              read_image, to_tensor_image)
+                              read_image, to_tensor_image, inside_root, check_unique, check_int_label)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
 
 # %% auto #0
-__all__ = ['ANGIO_SEGMENTS', 'ARCADE_SOURCE', 'ARCADE_LAYOUT', 'ARCADE_CATEGORIES', 'DOMAIN', 'AngioPhantom', 'read_coco',
-           'parse_polygons', 'polygons_to_mask', 'make_arcade_fixture', 'ARCADE', 'angio_views', 'angio_eval']
+__all__ = ['ANGIO_SEGMENTS', 'ARCADE_SOURCE', 'ARCADE_LAYOUT', 'ARCADE_CATEGORIES', 'ARCADE_PRETRAIN_FRAMES', 'ARCADE_SEED_KEYS',
+           'DOMAIN', 'AngioPhantom', 'read_coco', 'parse_polygons', 'polygons_to_mask', 'check_inside',
+           'check_categories', 'verify_png', 'read_frame', 'resize_frame', 'resize_mask', 'make_arcade_fixture',
+           'find_annotations', 'resolve_frame', 'ARCADE', 'ARCADEFrames', 'angio_views', 'angio_eval', 'arcade_dataset',
+           'seed_epochs_to_steps']
 
 # %% ../../nbs/domains/11_angio.ipynb #2082c70a
 ANGIO_SEGMENTS = ["trunk", "A proximal", "A distal", "B proximal", "B distal"]
@@ -180,18 +183,19 @@ class AngioPhantom(Phantom):
         ax.imshow(np.asarray(x[0]), cmap="gray", vmin=0, vmax=1)
         ax.set_axis_off()
 
-# %% ../../nbs/domains/11_angio.ipynb #277b9ae1
+# %% ../../nbs/domains/11_angio.ipynb #1da692fe
 ARCADE_SOURCE = "https://zenodo.org/records/10390295 (file arcade.zip; Popov et al., Scientific Data 11:20, 2024; CC BY 4.0)"
 ARCADE_LAYOUT = """<root>/
-  syntax/{train,val,test}/images/<n>.png             512x512 grayscale frames
+  syntax/{train,val,test}/images/<n>.png             grayscale frames (512x512 in the release), 8- or 16-bit
   syntax/{train,val,test}/annotations/<split>.json   COCO-style: images, categories, annotations (polygons)
   stenosis/{train,val,test}/images/<n>.png
   stenosis/{train,val,test}/annotations/<split>.json
   extra/**/*.png                                     optional: unlabeled frames, used for pretraining only"""
 ARCADE_CATEGORIES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "9a", "10", "10a", "11", "12", "12a", "13", "14", "14a",
                      "15", "16", "16a", "16b", "16c", "12b", "14b", "stenosis")
+ARCADE_PRETRAIN_FRAMES = 2 * (1000 + 200)  # train + val of both subsets of the release: one pretraining epoch
 
-# %% ../../nbs/domains/11_angio.ipynb #74201ea5
+# %% ../../nbs/domains/11_angio.ipynb #0034610c
 def read_coco(path, card: str = "arcade") -> dict:
     "Load a COCO-style JSON file, checking that `images`, `annotations` and `categories` are lists."
     p = require_file(path, "annotations", card)
@@ -225,17 +229,92 @@ def polygons_to_mask(polygons: Iterable[np.ndarray], height: int, width: int) ->
         m[rr, cc] = True
     return m
 
-# %% ../../nbs/domains/11_angio.ipynb #39fdcd9a
-def _random_polygon(rng, size: int) -> list[float]:
-    "A star-shaped (hence simple) polygon inside a size×size frame, as a flat COCO list."
-    k = int(rng.integers(5, 9))
-    ang, rad = np.sort(rng.uniform(0, 2 * np.pi, k)), rng.uniform(size / 10, size / 4, k)
-    cx, cy = rng.uniform(size / 4, 3 * size / 4, 2)
-    xy = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], 1).clip(0, size - 1)
+# %% ../../nbs/domains/11_angio.ipynb #c91a494c
+def check_inside(polygons: list[np.ndarray], width: int, height: int, file, field: str, tol: float = 1.0) -> list[np.ndarray]:
+    "`polygons` unchanged if every (x, y) vertex lies within `tol` pixels of the width×height frame; else a `DataError`."
+    for xy in polygons:
+        out = (xy[:, 0] < -tol) | (xy[:, 0] > width + tol) | (xy[:, 1] < -tol) | (xy[:, 1] > height + tol)
+        if out.any():
+            x, y = xy[np.argmax(out)]
+            raise DataError(file, field, f"vertex ({x:g}, {y:g}) lies outside the {width}x{height} frame")
+    return polygons
+
+# %% ../../nbs/domains/11_angio.ipynb #2a88b35d
+def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+
+def check_categories(categories: list, file) -> dict:
+    "COCO category id → ARCADE class index (1 … 26, by name), if the file's vocabulary is exactly ARCADE's; else a `DataError`."
+    for k, c in enumerate(categories):
+        if not isinstance(c, dict) or not _is_int(c.get("id")) or "name" not in c:
+            raise DataError(file, f"categories[{k}]", "expected an object with an integer 'id' and a 'name'")
+    ids = check_unique([c["id"] for c in categories], file, "categories.id")
+    names = check_unique([str(c["name"]) for c in categories], file, "categories.name")
+    missing, unknown = [n for n in ARCADE_CATEGORIES if n not in names], [n for n in names if n not in ARCADE_CATEGORIES]
+    if missing or unknown:
+        raise DataError(file, "categories", f"not ARCADE's vocabulary: missing {missing}, unknown {unknown}")
+    return {i: 1 + ARCADE_CATEGORIES.index(n) for i, n in zip(ids, names)}
+
+# %% ../../nbs/domains/11_angio.ipynb #ed05e2de
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+def verify_png(data: bytes, path) -> bytes:
+    "`data` unchanged if it is a PNG whose every chunk has the right CRC and which ends with IEND; else a `DataError`."
+    if data[:8] != _PNG_SIGNATURE: raise DataError(path, "image", "not a PNG file (bad signature)")
+    pos = 8
+    while pos + 12 <= len(data):
+        n, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        end = pos + 8 + n
+        if end + 4 > len(data): break
+        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise DataError(path, "image", f"corrupt PNG: CRC mismatch in chunk {kind!r} at byte {pos}")
+        if kind == b"IEND": return data
+        pos = end + 4
+    raise DataError(path, "image", "truncated PNG: no IEND chunk")
+
+def read_frame(path) -> np.ndarray:
+    "A grayscale frame (H, W), uint8 or uint16 at full precision, after checking the PNG's chunk CRCs."
+    path = Path(path)
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise DataError(path, "image", "file not found") from None
+    verify_png(data, path)
+    try: return read_image(io.BytesIO(data), "L")
+    except DataError as e: raise DataError(path, e.field, e.reason) from None
+
+def resize_frame(x: Tensor, size: int) -> Tensor:
+    "A (C, H, W) float frame as (C, size, size): bilinear with antialiasing, unchanged if already that size."
+    if tuple(x.shape[-2:]) == (size, size): return x
+    return F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+def resize_mask(m: Tensor, size: int) -> Tensor:
+    "An integer (H, W) label map as (size, size), nearest neighbour (labels are never blended)."
+    if tuple(m.shape) == (size, size): return m
+    return F.interpolate(m[None, None].float(), size=(size, size), mode="nearest-exact")[0, 0].to(m.dtype)
+
+# %% ../../nbs/domains/11_angio.ipynb #f18ff86f
+def _random_polygon(rng, width: int, height: int) -> list[float]:
+    "A star-shaped (hence simple) polygon inside a width×height frame, as a flat COCO list."
+    k, s = int(rng.integers(5, 9)), min(width, height)
+    ang, rad = np.sort(rng.uniform(0, 2 * np.pi, k)), rng.uniform(s / 10, s / 4, k)
+    cx, cy = rng.uniform(width / 4, 3 * width / 4), rng.uniform(height / 4, 3 * height / 4)
+    xy = np.stack([(cx + rad * np.cos(ang)).clip(0, width - 1), (cy + rad * np.sin(ang)).clip(0, height - 1)], 1)
     return [round(float(v), 2) for v in xy.ravel()]
 
-def make_arcade_fixture(root, n_images: int = 3, size: int = 32, seed: int = 0, n_extra: int = 2) -> dict:
-    "Write a tiny ARCADE (both subsets, three splits, `n_extra` unlabeled frames); return `{(subset, split, file): n_stenosis}`."
+def _fixture_frame(rng, width: int, height: int, polys: list, bits: int = 8) -> Image.Image:
+    "A noisy frame with each polygon filled darker, as an 8- or 16-bit PIL image."
+    a = rng.integers(120, 200, (height, width)).astype(np.float64)
+    for p in polys: a[polygons_to_mask([np.asarray(p).reshape(-1, 2)], height, width)] = rng.integers(30, 80)
+    if bits == 16: return Image.fromarray((a * 257 + rng.integers(0, 257, a.shape)).astype(np.uint16))
+    return Image.fromarray(a.astype(np.uint8))
+
+def _coco_annotation(k: int, image_id: int, category_id: int, poly: list) -> dict:
+    xy = np.asarray(poly).reshape(-1, 2)
+    return {"id": k, "image_id": image_id, "category_id": int(category_id), "segmentation": [poly],
+            "area": float(0.5 * abs(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1)))),
+            "bbox": [float(xy[:, 0].min()), float(xy[:, 1].min()), float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))],
+            "iscrowd": 0, "attributes": {"occluded": False}}
+
+def make_arcade_fixture(root, seed: int = 0, n_images: int = 3, size: int = 32, n_extra: int = 2) -> dict:
+    "Write a tiny, irregular ARCADE (both subsets, three splits, `extra/`); return `{(subset, split, file): n_stenosis or None}`."
     root, rng, truth = Path(root), np.random.default_rng(seed), {}
     cats = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(ARCADE_CATEGORIES)]
     for subset in ("syntax", "stenosis"):
@@ -244,91 +323,142 @@ def make_arcade_fixture(root, n_images: int = 3, size: int = 32, seed: int = 0, 
             (d / "images").mkdir(parents=True, exist_ok=True); (d / "annotations").mkdir(exist_ok=True)
             images, anns = [], []
             for i in range(1, n_images + 1):
-                img = Image.fromarray(rng.integers(120, 200, (size, size), dtype=np.uint8))
-                draw, name = ImageDraw.Draw(img), f"{i}.png"
+                w = h = 2 * size if i == 2 else size                        # a larger frame in every split
+                if (subset, split, i) == ("syntax", "test", 3): w = size + 8  # a non-square one
                 n_sten = i % 3 if subset == "stenosis" else 0
                 cat_ids = [26] * n_sten if subset == "stenosis" else list(rng.integers(1, 26, 2))
-                for c in cat_ids:
-                    poly = _random_polygon(rng, size)
-                    draw.polygon(poly, fill=int(rng.integers(30, 80)))
-                    xy = np.asarray(poly).reshape(-1, 2)
-                    anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "segmentation": [poly],
-                                 "area": float(0.5 * abs(np.dot(xy[:, 0], np.roll(xy[:, 1], 1)) - np.dot(xy[:, 1], np.roll(xy[:, 0], 1)))),
-                                 "bbox": [float(xy[:, 0].min()), float(xy[:, 1].min()), float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1]))],
-                                 "iscrowd": 0, "attributes": {"occluded": False}})
-                img.save(d / "images" / name)
-                images.append({"id": i, "width": size, "height": size, "file_name": name})
-                truth[(subset, split, name)] = n_sten
-            coco = {"images": images, "annotations": anns, "categories": cats}
-            (d / "annotations" / f"{split}.json").write_text(json.dumps(coco))
+                polys = [_random_polygon(rng, w, h) for _ in cat_ids]
+                bits = 16 if (subset, split, i) == ("stenosis", "train", 1) else 8
+                _fixture_frame(rng, w, h, polys, bits).save(d / "images" / f"{i}.png")
+                anns += [_coco_annotation(len(anns) + 1, i, c, p) for c, p in zip(cat_ids, polys)]
+                images.append({"id": i, "width": w, "height": h, "file_name": f"{i}.png"})
+                truth[(subset, split, f"{i}.png")] = n_sten
+            (d / "annotations" / f"{split}.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    bad = root / "syntax" / "val" / "images" / f"{n_images}.png"              # a corrupt frame, listed in val.json
+    bad.write_bytes(bad.read_bytes()[:40]); truth[("syntax", "val", bad.name)] = None
+    (root / "extra" / "seq1").mkdir(parents=True, exist_ok=True)
     for k in range(n_extra):
-        (root / "extra" / "seq1").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(root / "extra" / "seq1" / f"f{k}.png")
+        _fixture_frame(rng, size + 8 * k, size + 8 * k, [], 16 if k == 1 else 8).save(root / "extra" / "seq1" / f"f{k}.png")
     return truth
 
-# %% ../../nbs/domains/11_angio.ipynb #8edf6e65
+# %% ../../nbs/domains/11_angio.ipynb #9076d16d
+def find_annotations(split_dir, split: str) -> Path:
+    "The split's COCO file `annotations/<split>.json`, the extension in any case; a `DataError` if none or several match."
+    d = Path(split_dir) / "annotations"
+    hits = sorted(p for p in d.iterdir() if p.name.lower() == f"{split}.json") if d.is_dir() else []
+    if len(hits) > 1: raise DataError(d, "annotations", f"ambiguous: {[p.name for p in hits]} all match {split}.json")
+    if not hits: raise DataError(d / f"{split}.json", "annotations", "file not found; expected layout in data_cards/arcade.md")
+    return hits[0]
+
+def resolve_frame(images_dir, file_name, file, field: str) -> Path:
+    "The frame `file_name` names: confined to `images_dir`, matched exactly or else case-insensitively if unambiguous."
+    if not isinstance(file_name, str) or not file_name.strip(): raise DataError(file, field, f"{file_name!r} is not a file name")
+    p = inside_root(images_dir, file_name, file, field)
+    if p.is_file(): return p
+    hits = [q for q in p.parent.glob("*") if q.name.lower() == p.name.lower() and q.is_file()] if p.parent.is_dir() else []
+    if len(hits) > 1: raise DataError(file, field, f"{file_name!r} is ambiguous: {sorted(q.name for q in hits)} differ only in case")
+    if not hits: raise DataError(p, field, "file not found; expected layout in data_cards/arcade.md")
+    return hits[0]
+
+# %% ../../nbs/domains/11_angio.ipynb #6d36aadc
+def _repeated(values) -> set:
+    "The hashable values that occur more than once."
+    seen, rep = set(), set()
+    for v in values:
+        if _is_int(v) or isinstance(v, str): (rep if v in seen else seen).add(v)
+    return rep
+
 class ARCADE(ReaderDataset):
     "ARCADE coronary angiograms: `(x (1, H, W) float32, labels)` with image-level stenosis labels and/or segment masks."
-    subsets, splits, tasks = ("syntax", "stenosis"), ("train", "val", "test"), ("stenosis", "segmentation", "all")
+    subsets, splits, tasks = ("syntax", "stenosis", "both"), ("train", "val", "test"), ("stenosis", "segmentation", "all")
+    classes = ["background", *ARCADE_CATEGORIES]
+    stenosis_class = len(ARCADE_CATEGORIES)
 
-    def __init__(self, root, subset: str = "stenosis", split: str = "train", task: str = "stenosis",
+    def __init__(self, root, subset: str = "stenosis", split: str = "train", task: str = "stenosis", size: int | None = None,
                  transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
         for arg, val, allowed in (("subset", subset, self.subsets), ("split", split, self.splits), ("task", task, self.tasks)):
             if val not in allowed: raise ValueError(f"ARCADE {arg} must be one of {allowed}, got {val!r}")
+        self.size = None if size is None else check_int(size, "size", low=8)
         self.root = require_root(root, "ARCADE", "arcade", ARCADE_SOURCE, ARCADE_LAYOUT)
         self.subset, self.split, self.task, self.transform = subset, split, task, transform
-        self.dir = self.root / subset / split
-        self.ann_file = self.dir / "annotations" / f"{split}.json"
-        self._index(read_coco(self.ann_file))
+        names = ("syntax", "stenosis") if subset == "both" else (subset,)
+        self.ann_files = [find_annotations(self.root / s / split, split) for s in names]
+        self.dir, self.ann_file = self.root / names[0] / split, self.ann_files[0]
+        recs = [r for s, f in zip(names, self.ann_files) for r in self._index(s, f, read_coco(f))]
+        self.items = self._drop_copies(recs)
 
-    def _index(self, coco: dict):
-        f = self.ann_file
-        cats = sorted(coco["categories"], key=lambda c: c.get("id", 0))
-        self.classes = ["background"] + [str(c.get("name")) for c in cats]
-        self._cat_index = {c.get("id"): k + 1 for k, c in enumerate(cats)}
-        self.stenosis_class = self.classes.index("stenosis") if "stenosis" in self.classes else None
-        if self.task != "segmentation" and self.stenosis_class is None:
-            raise DataError(f, "categories", "no category named 'stenosis': cannot derive image-level stenosis labels")
-        ids = {im.get("id") for im in coco["images"] if isinstance(im, dict)}
-        def check_ann(ka):
-            k, a = ka
-            if not isinstance(a, dict) or a.get("image_id") not in ids:
-                raise DataError(f, f"annotations[{k}].image_id", f"no image with id {a.get('image_id') if isinstance(a, dict) else a!r}")
-            return a
+    def _index(self, subset: str, f: Path, coco: dict) -> list[dict]:
+        "The valid frame records of one COCO file."
+        cat_class = check_categories(coco["categories"], f)
+        images = coco["images"]
+        ids = {im["id"] for im in images if isinstance(im, dict) and _is_int(im.get("id"))}
         per_image = defaultdict(list)
-        for a in self._check(enumerate(coco["annotations"]), check_ann): per_image[a["image_id"]].append(a)
-        self.items = self._check(enumerate(coco["images"]), lambda jm: self._image_record(*jm, per_image))
+        for k, a in enumerate(coco["annotations"]):
+            iid = a.get("image_id") if isinstance(a, dict) else None
+            if not (_is_int(iid) and iid in ids):  # no frame can be trusted to hold all its annotations: the file fails
+                raise DataError(f, f"annotations[{k}].image_id", f"no image with id {iid!r}")
+            per_image[iid].append(a)
+        dup = (_repeated(im.get("id") for im in images if isinstance(im, dict)),
+               _repeated(im.get("file_name") for im in images if isinstance(im, dict)))
+        return self._check(enumerate(images), lambda jm: self._image_record(subset, f, *jm, per_image, cat_class, dup))
 
-    def _image_record(self, j: int, im: dict, per_image: dict) -> dict:
-        f = self.ann_file
+    def _image_record(self, subset: str, f: Path, j: int, im, per_image: dict, cat_class: dict, dup) -> dict:
+        "One frame's record: its file, size, annotations and content digest, every field checked."
+        at = f"images[{j}]"
+        if not isinstance(im, dict): raise DataError(f, at, "expected an object")
         for key in ("id", "file_name", "width", "height"):
-            if key not in im: raise DataError(f, f"images[{j}].{key}", "missing")
-        path = require_file(self.dir / "images" / str(im["file_name"]), f"images[{j}].file_name", "arcade")
+            if key not in im: raise DataError(f, f"{at}.{key}", "missing")
+        if not _is_int(im["id"]): raise DataError(f, f"{at}.id", f"{im['id']!r} is not an integer")
+        if im["id"] in dup[0]: raise DataError(f, f"{at}.id", f"id {im['id']} is given to more than one image: their annotations cannot be told apart")
+        if im["file_name"] in dup[1]: raise DataError(f, f"{at}.file_name", f"{im['file_name']!r} is listed for more than one image id")
+        w, h = (check_int_label(im[k], 1, 1 << 16, f, f"{at}.{k}") for k in ("width", "height"))
+        path = resolve_frame(f.parent.parent / "images", im["file_name"], f, f"{at}.file_name")
+        data = verify_png(path.read_bytes(), path)
+        try:
+            with Image.open(io.BytesIO(data)) as pim: size = pim.size
+        except (OSError, SyntaxError, ValueError) as e: raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
+        if size != (w, h): raise DataError(path, "size", f"image is {size[0]}x{size[1]} (WxH), {f.name} says {w}x{h}")
         anns = []
         for a in per_image[im["id"]]:
-            field = f"annotations[id={a.get('id')}]"
-            if a.get("category_id") not in self._cat_index:
-                raise DataError(f, f"{field}.category_id", f"unknown category {a.get('category_id')!r}")
-            anns.append((self._cat_index[a["category_id"]], parse_polygons(a.get("segmentation"), f, f"{field}.segmentation")))
-        return {"path": path, "id": im["id"], "height": int(im["height"]), "width": int(im["width"]), "anns": anns}
+            af = f"annotations[id={a.get('id')}]"
+            if not _is_int(a.get("category_id")) or a["category_id"] not in cat_class:
+                raise DataError(f, f"{af}.category_id", f"unknown category {a.get('category_id')!r}")
+            polys = check_inside(parse_polygons(a.get("segmentation"), f, f"{af}.segmentation"), w, h, f, f"{af}.segmentation")
+            anns.append((cat_class[a["category_id"]], polys))
+        return {"path": path, "id": im["id"], "subset": subset, "height": h, "width": w, "anns": anns,
+                "digest": hashlib.sha1(data).hexdigest()}
+
+    def _drop_copies(self, recs: list[dict]) -> list[dict]:
+        "The records whose frame bytes occur once; every copy of a frame listed twice is raised or quarantined."
+        by = defaultdict(list)
+        for r in recs: by[r["digest"]].append(r)
+        def check(r):
+            if len(by[r["digest"]]) > 1:
+                raise DataError(r["path"], "content", f"byte-identical to {[str(o['path']) for o in by[r['digest']] if o is not r]}: "
+                                                      "one frame listed twice, possibly with different labels")
+            return r
+        return self._check(recs, check)
 
     def load(self, i: int):
         it = self.items[i]
-        arr = read_image(it["path"], "L")
+        arr = read_frame(it["path"])
         if arr.shape != (it["height"], it["width"]):
             raise DataError(it["path"], "size", f"image is {arr.shape[1]}x{arr.shape[0]} (WxH), "
-                                                f"{self.ann_file.name} says {it['width']}x{it['height']}")
+                                                f"the annotations say {it['width']}x{it['height']}")
         labels = {}
         if self.task in ("stenosis", "all"):
             n = sum(c == self.stenosis_class for c, _ in it["anns"])
             labels.update(stenosis=int(n > 0), n_stenosis=n)
-        if self.task in ("segmentation", "all"): labels["mask"] = torch.from_numpy(self.mask(i))
+        if self.task in ("segmentation", "all"):
+            m = torch.from_numpy(self.mask(i))
+            labels["mask"] = resize_mask(m, self.size) if self.size else m
         x = to_tensor_image(arr)
+        x = resize_frame(x, self.size) if self.size else x
         return (self.transform(x) if self.transform else x), labels
 
     def mask(self, i: int) -> np.ndarray:
-        "int64 (H, W) map of category indices for item `i` (0 = background; later annotations win)."
+        "int64 (H, W) map of category indices for item `i` at the frame's own size (0 = background; later annotations win)."
         it = self.items[i]
         m = np.zeros((it["height"], it["width"]), dtype=np.int64)
         for c, polys in it["anns"]: m[polygons_to_mask(polys, it["height"], it["width"])] = c
@@ -337,23 +467,36 @@ class ARCADE(ReaderDataset):
     @property
     def stenosis_labels(self) -> np.ndarray:
         "Image-level stenosis labels of every item, from the annotations alone (no image is read)."
-        return np.array([int(any(c == self.stenosis_class for c, _ in it["anns"])) for it in self.items])
+        return np.array([int(any(c == self.stenosis_class for c, _ in it["anns"])) for it in self.items], dtype=np.int64)
 
     @classmethod
-    def unlabeled(cls, root, splits: Iterable[str] = ("train",), subsets: Iterable[str] = ("syntax", "stenosis"),
-                  extra: str | None = "extra", transform: Callable | None = None, on_error: str = "raise",
-                  quarantine: Quarantine | None = None) -> ImageFiles:
-        "Frames for pretraining: the `images/` of the given subsets and splits, plus every PNG under `extra/` if present."
+    def unlabeled(cls, root, splits: Iterable[str] = ("train", "val"), subsets: Iterable[str] = ("syntax", "stenosis"),
+                  extra: str | None = "extra", size: int | None = None, transform: Callable | None = None,
+                  on_error: str = "raise", quarantine: Quarantine | None = None) -> "ARCADEFrames":
+        "Frames for pretraining: every PNG in `images/` of the given subsets and splits, plus every PNG under `extra/` if present."
         root = require_root(root, "ARCADE", "arcade", ARCADE_SOURCE, ARCADE_LAYOUT)
+        png = lambda ps: sorted(p for p in ps if p.suffix.lower() == ".png" and p.is_file())
         paths = []
         for s in subsets:
             for sp in splits:
                 d = root / s / sp / "images"
                 if not d.is_dir(): raise DataError(d, "images", "folder not found; expected layout in data_cards/arcade.md")
-                paths += sorted(d.glob("*.png"))
-        if extra and (root / extra).is_dir(): paths += sorted((root / extra).rglob("*.png"))
+                paths += png(d.iterdir())
+        if extra and (root / extra).is_dir(): paths += png((root / extra).rglob("*"))
         if not paths: raise DataError(root, "images", "no PNG frames found for the requested subsets and splits")
-        return ImageFiles(paths, "L", transform, on_error, quarantine)
+        return ARCADEFrames(paths, size, transform, on_error, quarantine)
+
+class ARCADEFrames(ImageFiles):
+    "Unlabeled ARCADE frames for pretraining: `(x (1, size, size), {})`, each PNG's CRCs checked (`read_frame`)."
+    def __init__(self, paths, size: int | None = None, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None):
+        super().__init__(paths, "L", transform, on_error, quarantine)
+        self.size = None if size is None else check_int(size, "size", low=8)
+
+    def load(self, i: int):
+        x = to_tensor_image(read_frame(self.items[i]))
+        x = resize_frame(x, self.size) if self.size else x
+        return (self.transform(x) if self.transform else x), {}
 
 # %% ../../nbs/domains/11_angio.ipynb #265f2586
 def angio_views(size=256, local_size=128, n_global: int = 2, n_local: int = 2, global_scale=(0.3, 1.0),
@@ -372,9 +515,26 @@ def angio_eval(size=256, **_):
     "The deterministic evaluation transform of angiography frames: a resize to the model's input size."
     return resize_to(size, "bilinear")
 
-# %% ../../nbs/domains/11_angio.ipynb #d0d8eefd
+# %% ../../nbs/domains/11_angio.ipynb #39cdbc47
+def arcade_dataset(root=None, seed: int = 0, split: str = "train", **kw):
+    "The domain's ARCADE factory: `split='pretrain'` gives the pretraining frames (`ARCADE.unlabeled`), any other split the labelled reader."
+    return ARCADE.unlabeled(root, **kw) if split == "pretrain" else ARCADE(root, split=split, **kw)
+
+def seed_epochs_to_steps(epochs, n_frames: int = ARCADE_PRETRAIN_FRAMES, batch_size: int = 32) -> int:
+    "Seed 000's epochs as optimiser steps: whole batches of `batch_size` in each pass over `n_frames` pretraining frames."
+    return int(epochs) * (n_frames // batch_size)
+
+ARCADE_SEED_KEYS = {  # seed 000's config/lejepa_config.yaml -> sslmed keys (data_cards/arcade.md, parity table)
+    "model.backbone": "encoder", "model.proj_dim": "method_kw.proj_dim", "data.batch_size": "batch_size",
+    "data.image_size": "views.size", "data.num_views": ("views.n_global", int), "optimizer.lr": "lr",
+    "optimizer.epochs": ("steps", seed_epochs_to_steps), "optimizer.lamb": "method_kw.lamb",
+    "system.resume": "resume", "system.resume_from": "resume_from"}
+
+# %% ../../nbs/domains/11_angio.ipynb #9fac7c73
 DOMAIN = register_domain(Domain(
     "angio", in_chans=1, views=angio_views, eval_tf=angio_eval, label_key="stenosis",
     tasks={"stenosis": Task("binary", 2, "auroc")},
-    datasets={"phantom": phantom_factory(AngioPhantom), "arcade": reader_factory(ARCADE)},
-    encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")}))
+    datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
+    encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
+    eval_dataset={"arcade": ("arcade", {"subset": "both", "task": "stenosis"})},
+    fixtures={"arcade": make_arcade_fixture}, seed_keys=ARCADE_SEED_KEYS))
