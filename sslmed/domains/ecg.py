@@ -16,21 +16,27 @@ from scipy.signal import resample_poly
 from scipy.special import expit
 from torch import Tensor
 from torch.utils.data import Dataset
-import ast, os
+import ast, csv, hashlib, io, json, os, re, warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 import pandas as pd
 import wfdb
-from ..data.core import (DataError, Quarantine, ReaderDataset, require_root, require_file, read_csv,
-                              check_int_label, handle_error, check_on_error)
+from fastcore.script import call_parse
+from tqdm.auto import tqdm
+from ..core import atomic_write_text
+from ..data.core import (DataError, DataWarning, Quarantine, ReaderDataset, require_root, require_file, read_csv,
+                              check_int_label, handle_error, check_on_error, inside_root, check_unique)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
 
 # %% auto #0
-__all__ = ['ECG_LEADS', 'ECG_RHYTHMS', 'ECG_SUPERCLASSES', 'ECG_TERRITORIES', 'STANDARD_LEADS', 'PTBXL_TASKS', 'PTBXL_SOURCE',
-           'PTBXL_LAYOUT', 'MIMIC_ECG_SOURCE', 'MIMIC_ECG_LAYOUT', 'DOMAIN', 'ECGPhantom', 'read_wfdb', 'aggregate_scp',
-           'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'MIMICECG', 'ecg_views', 'ecg_eval']
+__all__ = ['ECG_LEADS', 'ECG_RHYTHMS', 'ECG_SUPERCLASSES', 'ECG_TERRITORIES', 'STANDARD_LEADS', 'MAX_ABS_MV', 'PTBXL_TASKS',
+           'PTBXL_SOURCE', 'PTBXL_LAYOUT', 'PTBXL_FIXTURE_IRREGULAR', 'PTBXL_LABELS', 'MIMIC_ECG_SOURCE',
+           'MIMIC_ECG_LAYOUT', 'MIMIC_WFDB_LAYOUT', 'MIMIC_LEAD_ORDER', 'MIMIC_FIXTURE_IRREGULAR', 'ECG_REAL_TASKS',
+           'ECG_SEED_KEYS', 'DOMAIN', 'ECGPhantom', 'read_wfdb', 'resample_ecg', 'aggregate_scp', 'task_vocabulary',
+           'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'ecg_npy', 'mimic_record_path', 'make_mimic_ecg_fixture',
+           'MIMICECG', 'ecg_views', 'ecg_eval']
 
 # %% ../../nbs/domains/12_ecg.ipynb #55375d42
 ECG_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -207,14 +213,11 @@ class ECGPhantom(Phantom):
 
 # %% ../../nbs/domains/12_ecg.ipynb #ad2f77fe
 STANDARD_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3}  # ECG amplitudes come in mV or µV; anything else is refused
+MAX_ABS_MV = 20.0  # no body-surface ECG comes near it (QRS: a few mV); beyond it a record is saturated, mis-scaled or corrupt
 
-def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: Sequence[str] = STANDARD_LEADS) -> np.ndarray:
-    "A WFDB record (path without extension) as float32 (len(leads), T) in mV, in the order of `leads`."
-    rec = str(record)
-    hea, dat = require_file(rec + ".hea", "header"), rec + ".dat"
-    try: h = wfdb.rdheader(rec)
-    except Exception as e: raise DataError(hea, "header", f"wfdb cannot parse it ({type(e).__name__}: {e})") from None
+def _check_header(h, hea, fs, length, leads) -> tuple[list[str], list[str]]:
+    "Lead names and units of a parsed WFDB header, after checking leads, rate, length, units and ADC gains."
     names = [str(n).upper() for n in (h.sig_name or [])]
     if h.n_sig != len(leads): raise DataError(hea, "n_sig", f"expected {len(leads)} leads, found {h.n_sig}: {names}")
     missing = [l for l in leads if l not in names]
@@ -224,7 +227,29 @@ def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: S
         raise DataError(hea, "sig_len", f"expected {length} samples, the header says {h.sig_len}")
     units = [str(u).lower() for u in (h.units or [])]
     if len(units) != h.n_sig or any(u not in _TO_MV for u in units):
-        raise DataError(hea, "units", f"expected mV (or uV, V) for every lead, got {h.units}")
+        raise DataError(hea, "units", f"expected mV or uV for every lead, got {h.units}")
+    gains = _header_gains(hea, h.n_sig)  # from the text: wfdb silently replaces a gain of 0 by 200
+    bad = [names[k] for k, g in enumerate(gains) if not (np.isfinite(g) and g > 0)]
+    if bad: raise DataError(hea, "adc_gain", f"ADC gain must be > 0 adu per unit (0 or none: uncalibrated); lead(s) {bad}: {gains}")
+    return names, units
+
+def _header_gains(hea, n_sig: int) -> list[float]:
+    "The ADC gain written on each signal line of a WFDB header (NaN where none is written)."
+    lines = [l.split() for l in Path(hea).read_text(errors="replace").splitlines() if l.strip() and not l.lstrip().startswith("#")]
+    out = []
+    for parts in lines[1:1 + n_sig]:
+        m = re.match(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", parts[2]) if len(parts) > 2 else None
+        out.append(float(m.group(0)) if m else float("nan"))
+    return out
+
+def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: Sequence[str] = STANDARD_LEADS,
+              max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
+    "A WFDB record (path without extension) as float32 (len(leads), T) in mV, in the order of `leads`."
+    rec = str(record)
+    hea, dat = require_file(rec + ".hea", "header"), rec + ".dat"
+    try: h = wfdb.rdheader(rec)
+    except Exception as e: raise DataError(hea, "header", f"wfdb cannot parse it ({type(e).__name__}: {e})") from None
+    names, units = _check_header(h, hea, fs, length, leads)
     try: sig, _ = wfdb.rdsamp(rec)
     except FileNotFoundError as e:
         raise DataError(e.filename or dat, "signal", "signal file not found (header without data)") from None
@@ -236,7 +261,19 @@ def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: S
     if bad.any():
         first = leads[int(np.nonzero(bad.any(1))[0][0])]
         raise DataError(dat, "signal", f"{int(bad.sum())} NaN/Inf samples (first in lead {first})")
+    big = np.abs(x) > max_abs_mv
+    if big.any():
+        lead = int(np.nonzero(big.any(1))[0][0])
+        raise DataError(dat, "signal", f"{int(big.sum())} samples beyond ±{max_abs_mv:g} mV (first in lead {leads[lead]}: "
+                                       f"{float(x[lead][big[lead]][0]):.1f} mV): saturated, mis-scaled or corrupt")
     return x
+
+# %% ../../nbs/domains/12_ecg.ipynb #4531a184
+def resample_ecg(x: np.ndarray, fs_in: int, fs_out: int) -> np.ndarray:
+    "ECGs (..., T) from `fs_in` to `fs_out` Hz by polyphase filtering (anti-aliased), float32; unchanged if the rates agree."
+    if fs_in == fs_out: return np.asarray(x, np.float32)
+    g = math.gcd(int(fs_in), int(fs_out))
+    return resample_poly(np.asarray(x, np.float64), fs_out // g, fs_in // g, axis=-1).astype(np.float32)
 
 # %% ../../nbs/domains/12_ecg.ipynb #259c9dd5
 PTBXL_TASKS = ("rhythm", "superdiagnostic", "diagnostic", "subdiagnostic", "form", "all")
@@ -257,6 +294,19 @@ def aggregate_scp(codes: dict, statements, task: str, min_likelihood: float = 0.
             if isinstance(lab, str) and lab: out.add(lab)
     return sorted(out)
 
+# %% ../../nbs/domains/12_ecg.ipynb #9dea9658
+_TASK_COLUMN = {"all": "scp_codes", "diagnostic": "diagnostic", "subdiagnostic": "diagnostic_subclass",
+                "superdiagnostic": "diagnostic_class", "form": "form", "rhythm": "rhythm"}
+
+def task_vocabulary(statements: pd.DataFrame, task: str) -> list[str]:
+    "Every label a PTB-XL `task` can take according to `scp_statements.csv` (sorted): its class list."
+    if task not in PTBXL_TASKS: raise ValueError(f"PTB-XL task must be one of {PTBXL_TASKS}, got {task!r}")
+    st = statements
+    if task == "all": return sorted(map(str, st.index))
+    if task in ("diagnostic", "form", "rhythm"): return sorted(str(c) for c in st.index[st[task] == 1])
+    col = st.loc[st["diagnostic"] == 1, _TASK_COLUMN[task]]
+    return sorted({v for v in col if isinstance(v, str) and v})
+
 # %% ../../nbs/domains/12_ecg.ipynb #96f27b20
 PTBXL_SOURCE = "https://physionet.org/content/ptb-xl/1.0.3/ (Wagner et al., Scientific Data 7:154, 2020; CC BY 4.0)"
 PTBXL_LAYOUT = """<root>/
@@ -273,14 +323,22 @@ _FIXTURE_STATEMENTS = {
     "ABQRS": (None, 1, None, None, None), "LVOLT": (None, 1, None, None, None), "INVT": (None, 1, None, None, None),
     "SR": (None, None, 1, None, None), "AFIB": (None, None, 1, None, None), "STACH": (None, None, 1, None, None),
     "SBRAD": (None, None, 1, None, None)}
+# the fixture's irregular records (ecg_id), as real archives have them
+PTBXL_FIXTURE_IRREGULAR = {"shuffled_leads": 3, "flat_lead": 5, "nan_lead": 7, "no_statement": 11, "odd_row": 12}
 
-def _write_wfdb(path: Path, sig: np.ndarray, fs: int, names: Sequence[str]):
+def _write_wfdb(path: Path, sig: np.ndarray, fs: int, names: Sequence[str], gain: float = 1000.0):
     path.parent.mkdir(parents=True, exist_ok=True)
     wfdb.wrsamp(path.name, fs=fs, units=["mV"] * len(names), sig_name=list(names), p_signal=np.asarray(sig, np.float64).T,
-                fmt=["16"] * len(names), adc_gain=[1000.0] * len(names), baseline=[0] * len(names), write_dir=str(path.parent))
+                fmt=["16"] * len(names), adc_gain=[gain] * len(names), baseline=[0] * len(names), write_dir=str(path.parent))
 
-def make_ptbxl_fixture(root, n_records: int = 20, seed: int = 0, rates: Sequence[int] = (100, 500)) -> dict:
-    "Write a tiny PTB-XL; return `{(ecg_id, fs): signal (12, 10·fs) in mV, standard lead order}`."
+def _band_limited_ecg(rng, n: int = 5000, fs: int = 500) -> np.ndarray:
+    "(12, n) mV: a few sinusoids below 30 Hz per lead, so that the 100 Hz version loses nothing but its length."
+    t = np.arange(n) / fs
+    f, a, ph = rng.uniform(0.5, 30, (12, 6, 1)), rng.uniform(0.02, 0.3, (12, 6, 1)), rng.uniform(0, 2 * np.pi, (12, 6, 1))
+    return (a * np.sin(2 * np.pi * f * t + ph)).sum(1)
+
+def make_ptbxl_fixture(root, n_records: int = 30, seed: int = 0, rates: Sequence[int] = (100, 500)) -> dict:
+    "Write a tiny PTB-XL with real irregularities; return `{(ecg_id, fs): signal (12, 10·fs) in mV, standard lead order}`."
     root, rng, signals = Path(root), np.random.default_rng(seed), {}
     root.mkdir(parents=True, exist_ok=True)
     st = pd.DataFrame.from_dict(_FIXTURE_STATEMENTS, orient="index",
@@ -290,142 +348,304 @@ def make_ptbxl_fixture(root, n_records: int = 20, seed: int = 0, rates: Sequence
     diag = [c for c, v in _FIXTURE_STATEMENTS.items() if v[0] == 1]
     form = [c for c, v in _FIXTURE_STATEMENTS.items() if v[1] == 1 and v[0] != 1]
     rhythm = [c for c, v in _FIXTURE_STATEMENTS.items() if v[2] == 1]
-    rows = []
+    odd, rows = PTBXL_FIXTURE_IRREGULAR, []
     for i in range(1, n_records + 1):
         codes = {str(c): float(rng.choice([0, 15, 35, 50, 80, 100])) for c in rng.choice(diag, int(rng.integers(1, 3)), replace=False)}
         if i % 4: codes[str(rng.choice(rhythm))] = 0.0
         if i % 3 == 0: codes[str(rng.choice(form))] = 0.0
+        if i == odd["no_statement"]: codes = {}
         lr, hr = f"records100/00000/{i:05d}_lr", f"records500/00000/{i:05d}_hr"
-        rows.append({"ecg_id": i, "patient_id": float(1000 + i // 2), "age": float(rng.integers(20, 90)), "sex": int(i % 2),
-                     "scp_codes": repr(codes), "strat_fold": (i - 1) % 10 + 1, "filename_lr": lr, "filename_hr": hr})
-        t = np.arange(5000) / 500
-        base = np.stack([0.4 * np.sin(2 * np.pi * (1 + 0.1 * k) * t + k) for k in range(12)]) + rng.normal(0, 0.02, (12, 5000))
+        row = {"ecg_id": i, "patient_id": float(1000 + i // 2), "age": float(rng.integers(20, 90)), "sex": int(i % 2),
+               "report": "sinusrhythmus normales ekg", "scp_codes": repr(codes), "strat_fold": (i - 1) % 10 + 1,
+               "filename_lr": lr, "filename_hr": hr}
+        if i == odd["odd_row"]:  # quotes, a comma and a line break in free text; an empty field; a fold written as a float
+            row.update(report='sinus rhythm, "borderline"\nst changes', patient_id=np.nan, strat_fold=f"{row['strat_fold']}.0")
+        rows.append(row)
+        base = _band_limited_ecg(rng)
+        if i == odd["flat_lead"]: base[STANDARD_LEADS.index("AVL")] = 0.0
+        if i == odd["nan_lead"]: base[STANDARD_LEADS.index("V3")] = np.nan
         names = list(STANDARD_LEADS)
-        order = list(rng.permutation(12)) if i == 3 else list(range(12))
+        order = list(rng.permutation(12)) if i == odd["shuffled_leads"] else list(range(12))
         for fs, f in ((100, lr), (500, hr)):
             if fs not in rates: continue
-            s = base[:, :: 500 // fs]
+            s = base if fs == 500 else resample_poly(base, 1, 5, axis=1)  # PTB-XL's 100 Hz records are decimated 500 Hz ones
             signals[(i, fs)] = s
             _write_wfdb(root / f, s[order], fs, [names[k] for k in order])
     pd.DataFrame(rows).to_csv(root / "ptbxl_database.csv", index=False)
     return signals
 
 # %% ../../nbs/domains/12_ecg.ipynb #8341a2e5
+PTBXL_LABELS = {"superclass": "superdiagnostic", "rhythm": "rhythm"}  # the ECG domain's label keys -> PTB-XL tasks
+
+def _as_labels(task: str, labels) -> dict:
+    "The label keys an item yields -> PTB-XL tasks (default: the task under its own name)."
+    labels = {task: task} if labels is None else dict(labels)
+    bad = {k: v for k, v in labels.items() if v not in PTBXL_TASKS}
+    if not labels or bad: raise ValueError(f"PTB-XL labels must map keys to tasks {PTBXL_TASKS}, got {labels!r}")
+    return labels
+
 class PTBXL(ReaderDataset):
-    "PTB-XL: `(x (12, T) float32 mV, {task: multi-hot})`, labels aggregated as in the PTB-XL benchmark."
+    "PTB-XL: `(x (12, 10·fs) float32 mV, {key: multi-hot})`, labels aggregated as in the PTB-XL benchmark."
     tasks = PTBXL_TASKS
     split_folds = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
 
     def __init__(self, root, task: str = "superdiagnostic", folds: Iterable[int] | None = None, split: str | None = None,
-                 sampling_rate: int = 100, min_likelihood: float = 0.0, drop_empty: bool = True,
-                 transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
+                 sampling_rate: int = 100, fs: int | None = None, labels: dict | None = None, min_likelihood: float = 0.0,
+                 drop_empty: bool = True, max_abs_mv: float = MAX_ABS_MV, transform: Callable | None = None,
+                 on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
         if task not in self.tasks: raise ValueError(f"PTB-XL task must be one of {self.tasks}, got {task!r}")
         if sampling_rate not in (100, 500): raise ValueError(f"PTB-XL sampling_rate must be 100 or 500, got {sampling_rate!r}")
+        if fs is not None and (isinstance(fs, bool) or not isinstance(fs, int) or fs < 1):
+            raise ValueError(f"PTB-XL fs (the rate returned) must be a positive int or None, got {fs!r}")
         if split is not None and split not in self.split_folds:
             raise ValueError(f"PTB-XL split must be None or one of {tuple(self.split_folds)}, got {split!r}")
         if split is not None and folds is not None: raise ValueError("give either `split` or `folds`, not both")
         self.folds = tuple(self.split_folds[split]) if split else tuple(folds) if folds is not None else tuple(range(1, 11))
         self.root = require_root(root, "PTB-XL", "ptbxl", PTBXL_SOURCE, PTBXL_LAYOUT)
-        self.task, self.fs, self.length, self.transform = task, sampling_rate, 10 * sampling_rate, transform
+        self.task, self.labels, self.transform, self.max_abs_mv = task, _as_labels(task, labels), transform, max_abs_mv
+        self.sampling_rate, self.fs = sampling_rate, fs or sampling_rate
+        self.length = 10 * self.fs
         self.col = "filename_lr" if sampling_rate == 100 else "filename_hr"
         self.db_file, self.st_file = self.root / "ptbxl_database.csv", self.root / "scp_statements.csv"
         self.statements = read_csv(self.st_file, ["diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"],
                                    "ptbxl", index_col=0)
-        db = read_csv(self.db_file, ["ecg_id", "scp_codes", "strat_fold", self.col], "ptbxl")
+        self.vocab = {t: self._vocabulary(t) for t in {task, *self.labels.values()}}
+        db = read_csv(self.db_file, ["ecg_id", "scp_codes", "strat_fold", self.col], "ptbxl", dtype={"scp_codes": str, self.col: str})
         rows = self._check(db.to_dict("records"), self._parse_row)
+        rows = self._drop_repeats(self._drop_repeats(rows, "ecg_id", "ecg_id"), "filename", self.col)
+        if not rows: raise DataError(self.db_file, "rows", f"no readable record (all {len(db)} rows failed); see the quarantine")
         st = self.statements.to_dict("index")  # dict lookups: ~20k records × a few codes each
-        for r in rows: r["labels"] = aggregate_scp(r["scp_codes"], st, task, min_likelihood)
-        self.classes = sorted(set().union(*(r["labels"] for r in rows)))
+        for r in rows: r["y"] = {t: aggregate_scp(r["scp_codes"], st, t, min_likelihood) for t in self.vocab}
+        for t in self.vocab:
+            if not any(r["y"][t] for r in rows):
+                raise DataError(self.st_file, _TASK_COLUMN[t], f"task {t!r}: the statements give none of the {len(rows)} "
+                                                                f"records a label (codes and statements do not match)")
+            for r in rows: r["labels" if t == task else f"labels_{t}"] = r["y"][t]
+        self.classes = self.vocab[task]
         self.n_empty = sum(not r["labels"] for r in rows)
         rows = [r for r in rows if r["strat_fold"] in self.folds and (r["labels"] or not drop_empty)]
         self.items = self._check(rows, self._check_file)
-        self.frame = pd.DataFrame(self.items)
+        self.frame = pd.DataFrame([{k: v for k, v in r.items() if k != "y"} for r in self.items])
+
+    def _vocabulary(self, task: str) -> list[str]:
+        v = task_vocabulary(self.statements, task)
+        if not v: raise DataError(self.st_file, _TASK_COLUMN[task], f"no statement belongs to task {task!r}: an empty class list")
+        return v
 
     def _parse_row(self, r: dict) -> dict:
-        f, rid = self.db_file, f"ecg_id={r['ecg_id']}"
+        f = self.db_file
+        eid = check_int_label(r["ecg_id"], 1, 10**9, f, "ecg_id", f"row ecg_id={r['ecg_id']!r}")
+        rid = f"ecg_id={eid}"
         try: codes = ast.literal_eval(str(r["scp_codes"]))
-        except (ValueError, SyntaxError): raise DataError(f, "scp_codes", f"{rid}: cannot parse {r['scp_codes']!r} as a dict") from None
-        if not isinstance(codes, dict) or not all(isinstance(v, (int, float)) for v in codes.values()):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise DataError(f, "scp_codes", f"{rid}: cannot parse {r['scp_codes']!r} as a dict") from None
+        if not isinstance(codes, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in codes.values()):
             raise DataError(f, "scp_codes", f"{rid}: expected a dict code -> likelihood, got {r['scp_codes']!r}")
+        odd = {c: v for c, v in codes.items() if not 0 <= v <= 100}
+        if odd: raise DataError(f, "scp_codes", f"{rid}: likelihoods must lie in 0..100, got {odd}")
         unknown = [c for c in codes if c not in self.statements.index]
         if unknown: raise DataError(f, "scp_codes", f"{rid}: unknown SCP code(s) {unknown} (not in {self.st_file.name})")
-        return {"ecg_id": r["ecg_id"], "scp_codes": codes, "strat_fold": check_int_label(r["strat_fold"], 1, 10, f, "strat_fold", rid),
-                "filename": str(r[self.col])}
+        name = r[self.col]
+        if not isinstance(name, str) or not name.strip(): raise DataError(f, self.col, f"{rid}: no record path")
+        return {"ecg_id": eid, "scp_codes": codes, "strat_fold": check_int_label(r["strat_fold"], 1, 10, f, "strat_fold", rid),
+                "filename": name.strip()}
+
+    def _drop_repeats(self, rows: list, key: str, field: str) -> list:
+        "Rows whose `key` repeats (a record in two folds leaks between splits): an error, or all of them quarantined."
+        try: check_unique([r[key] for r in rows], self.db_file, field)
+        except DataError as e:
+            if self.on_error == "raise": raise
+            seen = pd.Series([r[key] for r in rows])
+            rep = set(seen[seen.duplicated(keep=False)])
+            for v in rep: handle_error(DataError(self.db_file, field, f"{v!r} appears in several rows"), "skip", self.quarantine)
+            rows = [r for r in rows if r[key] not in rep]
+        return rows
 
     def _check_file(self, r: dict) -> dict:
-        require_file(self.root / (r["filename"] + ".hea"), self.col, "ptbxl")
-        return r
+        p = inside_root(self.root, r["filename"], self.db_file, self.col)
+        require_file(p.with_name(p.name + ".hea"), self.col, "ptbxl")
+        return {**r, "path": p}
 
-    def encode(self, labels: Iterable[str]) -> np.ndarray:
-        "Multi-hot float32 vector over `classes`."
-        y = np.zeros(len(self.classes), np.float32)
-        y[[self.classes.index(l) for l in labels]] = 1
+    def encode(self, labels: Iterable[str], task: str | None = None) -> np.ndarray:
+        "Multi-hot float32 vector over the classes of `task` (default: the reader's task)."
+        classes = self.vocab[task or self.task]
+        y = np.zeros(len(classes), np.float32)
+        y[[classes.index(l) for l in labels]] = 1
         return y
 
     @property
     def targets(self) -> np.ndarray: return np.stack([self.encode(r["labels"]) for r in self.items]) if self.items else np.zeros((0, len(self.classes)), np.float32)
 
+    def _labels_of(self, r: dict, t: str) -> list: return r["labels"] if t == self.task else r[f"labels_{t}"]
+
     def load(self, i: int):
         r = self.items[i]
-        x = torch.from_numpy(read_wfdb(self.root / r["filename"], self.fs, self.length))
-        return (self.transform(x) if self.transform else x), {self.task: torch.from_numpy(self.encode(r["labels"]))}
+        x = read_wfdb(r["path"], self.sampling_rate, 10 * self.sampling_rate, max_abs_mv=self.max_abs_mv)
+        x = torch.from_numpy(resample_ecg(x, self.sampling_rate, self.fs))
+        y = {k: torch.from_numpy(self.encode(self._labels_of(r, t), t)) for k, t in self.labels.items()}
+        return (self.transform(x) if self.transform else x), y
 
 # %% ../../nbs/domains/12_ecg.ipynb #c78e987f
 MIMIC_ECG_SOURCE = ("https://physionet.org/content/mimic-iv-ecg/1.0/ (open access, ODbL v1.0; Gow et al., 2023), "
-                    "then convert its WFDB records with sslmed.data.ecg.write_ecg_npy")
-MIMIC_ECG_LAYOUT = """<path>.npy            float16 array (N, 12, 5000): 12 leads in the standard order, 500 Hz, 10 s, mV
-<path>.records.csv    (written by write_ecg_npy) row -> source record"""
+                    "then convert its WFDB records with `sslmed-ecg-npy <root>` (sslmed.domains.ecg.ecg_npy)")
+MIMIC_ECG_LAYOUT = """<path>.npy                 float16 array (N, 12, 5000): 12 leads in the standard order, 500 Hz, 10 s, mV
+<path>.records.csv         row -> source record (written by write_ecg_npy)
+<path>.skipped.csv         records not converted, with the field and the reason
+(a folder holding exactly one .npy may be given instead of the file)"""
+
+def _journal_key(records, fs, T, leads, max_abs_mv) -> str:
+    return hashlib.sha1(json.dumps([list(records), fs, T, list(leads), max_abs_mv]).encode()).hexdigest()
+
+def _read_journal(journal: Path, key: str) -> dict | None:
+    "Finished records {index: (status, field, reason)} of an interrupted conversion of the same input, else None."
+    if not journal.is_file(): return None
+    lines = journal.read_text().split("\n")[:-1]  # the last piece is empty or a line cut by a kill
+    if not lines or lines[0] != key: return None
+    return {int(r[0]): tuple(r[1:]) for r in csv.reader(lines[1:])}
+
+def _append_journal(journal: Path, rows: list):
+    buf = io.StringIO(); csv.writer(buf, lineterminator="\n").writerows(rows)
+    with open(journal, "a") as f: f.write(buf.getvalue()); f.flush(); os.fsync(f.fileno())
 
 def write_ecg_npy(records: Sequence, out, fs: int = 500, seconds: float = 10.0, leads: Sequence[str] = STANDARD_LEADS,
-                  on_error: str = "raise", quarantine: Quarantine | None = None, chunk: int = 4096) -> pd.DataFrame:
-    "Convert WFDB `records` into one float16 `.npy` (N, len(leads), fs·seconds) at `out`; returns the row → record table."
+                  on_error: str = "raise", quarantine: Quarantine | None = None, chunk: int = 256, progress: bool = False,
+                  max_abs_mv: float = MAX_ABS_MV) -> pd.DataFrame:
+    "Convert WFDB `records` into one float16 `.npy` (N, len(leads), fs·seconds) at `out`, resuming an interrupted run."
     check_on_error(on_error)
-    if not len(records): raise ValueError("write_ecg_npy needs at least one record")
-    out, T = Path(out), int(round(fs * seconds))
+    records = [str(r) for r in records]
+    if not records: raise ValueError("write_ecg_npy needs at least one record")
+    out, T, n = Path(out), int(round(fs * seconds)), len(records)
+    if out.exists(): raise FileExistsError(f"{out} exists: remove it to convert again")
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
-    arr = np.lib.format.open_memmap(part, mode="w+", dtype=np.float16, shape=(len(records), len(leads), T))
-    kept = []
+    part, journal = out.with_name(f".{out.name}.part"), out.with_name(f".{out.name}.journal")
+    key = _journal_key(records, fs, T, leads, max_abs_mv)
+    done = _read_journal(journal, key) if part.is_file() else None
+    if done is None:  # a fresh start (an unrelated or unreadable leftover is replaced)
+        np.lib.format.open_memmap(part, mode="w+", dtype=np.float16, shape=(n, len(leads), T)).flush()
+        atomic_write_text(journal, key + "\n")
+        done = {}
+    arr, pending = np.load(part, mmap_mode="r+"), []
     try:
-        for rec in records:
+        for i in tqdm([i for i in range(n) if i not in done], total=n, initial=len(done), disable=not progress,
+                      desc="ECG -> npy", unit="rec", mininterval=1.0):
             try:
-                x = read_wfdb(rec, fs, T, leads).astype(np.float16)
-                if not np.isfinite(x).all(): raise DataError(str(rec) + ".dat", "signal", "values overflow float16 (|x| > 65504 mV)")
+                x = read_wfdb(records[i], fs, T, leads, max_abs_mv).astype(np.float16)
+                arr[i] = x; pending.append((i, "ok", "", ""))
             except DataError as e:
-                handle_error(e, on_error, quarantine); continue
-            arr[len(kept)] = x
-            kept.append(str(rec))
-        arr.flush(); del arr
-        if not kept: raise DataError(out, "records", f"none of the {len(records)} records could be converted; see the quarantine")
-        if len(kept) < len(records):  # compact: copy the kept rows into a file of the right length
-            src = np.load(part, mmap_mode="r")
-            part2 = out.with_name(f".{out.name}.part2")
-            dst = np.lib.format.open_memmap(part2, mode="w+", dtype=np.float16, shape=(len(kept), len(leads), T))
-            for i in range(0, len(kept), chunk):
-                j = min(i + chunk, len(kept))
-                dst[i:j] = src[i:j]
-            dst.flush(); del dst, src
-            os.replace(part2, part)
-        index = pd.DataFrame({"row": range(len(kept)), "record": kept})
-        index.to_csv(out.with_name(out.name + ".records.csv"), index=False)
-        os.replace(part, out)
-    finally:
-        for p in (part, out.with_name(f".{out.name}.part2")):
-            if p.exists(): p.unlink()
+                handle_error(e, on_error, quarantine)
+                pending.append((i, "skip", e.field, " ".join(e.reason.split())))
+            if len(pending) >= chunk:  # samples reach the disk before the journal says they are there
+                arr.flush(); _append_journal(journal, pending); done.update((r[0], r[1:]) for r in pending); pending = []
+        arr.flush(); _append_journal(journal, pending); done.update((r[0], r[1:]) for r in pending)
+    except DataError:  # on_error="raise": a deliberate stop leaves nothing behind
+        del arr
+        for p in (part, journal): p.unlink(missing_ok=True)
+        raise
+    del arr
+    return _finish_npy(part, journal, out, records, done, chunk)
+
+def _finish_npy(part: Path, journal: Path, out: Path, records: list, done: dict, chunk: int) -> pd.DataFrame:
+    "Drop the skipped rows, write the row table and the skip list, then move the array into place (last)."
+    kept = [i for i in range(len(records)) if done[i][0] == "ok"]
+    skipped = pd.DataFrame([(records[i], *done[i][1:]) for i in sorted(done) if done[i][0] != "ok"], columns=["record", "field", "reason"])
+    if not kept:
+        for p in (part, journal): p.unlink(missing_ok=True)
+        raise DataError(out, "records", f"none of the {len(records)} records could be converted: {skipped.head(3).to_dict('records')}")
+    if len(kept) < len(records):
+        src, part2 = np.load(part, mmap_mode="r"), out.with_name(f".{out.name}.part2")
+        dst = np.lib.format.open_memmap(part2, mode="w+", dtype=np.float16, shape=(len(kept), *src.shape[1:]))
+        for j in range(0, len(kept), chunk): dst[j:j + chunk] = src[kept[j:j + chunk]]
+        dst.flush(); del dst, src
+        os.replace(part2, part)
+    index = pd.DataFrame({"row": range(len(kept)), "record": [records[i] for i in kept]})
+    atomic_write_text(out.with_name(out.name + ".records.csv"), index.to_csv(index=False))
+    atomic_write_text(out.with_name(out.name + ".skipped.csv"), skipped.to_csv(index=False))
+    os.replace(part, out)
+    journal.unlink(missing_ok=True)
     return index
 
+# %% ../../nbs/domains/12_ecg.ipynb #2df7ba57
+MIMIC_WFDB_LAYOUT = """<root>/
+  record_list.csv                                  subject_id, study_id, file_name, ecg_time, path
+  files/p1000/p10000032/s40689238/40689238.{hea,dat}   one WFDB record per study (500 Hz, 10 s, 12 leads)"""
+
+@call_parse
+def ecg_npy(root: str,  # the MIMIC-IV-ECG folder as downloaded from PhysioNet (record_list.csv, files/)
+            out: str = None,  # the .npy to write; default <root>/mimic_iv_ecg.npy
+            fs: int = 500,  # the sampling rate every record must have (Hz)
+            seconds: float = 10.0,  # the length every record must have (s)
+            on_error: str = "skip",  # skip: quarantine a bad record and go on; raise: stop at the first
+            chunk: int = 256,  # records between two saves of the progress (a killed run redoes at most this many)
+            limit: int = None,  # convert only the first `limit` records of record_list.csv (a trial run)
+            quiet: bool = False):  # no progress bar
+    "Convert MIMIC-IV-ECG's WFDB records into the float16 .npy that MIMICECG reads; run it again to resume a killed run."
+    root = require_root(root, "MIMIC-IV-ECG", "mimic_iv_ecg", MIMIC_ECG_SOURCE.split(", then")[0], MIMIC_WFDB_LAYOUT)
+    lst_file = root / "record_list.csv"
+    lst = read_csv(lst_file, ["path"], "mimic_iv_ecg", dtype={"path": str})
+    if limit is not None: lst = lst.head(limit)
+    bad = [i for i, p in enumerate(lst.path) if not isinstance(p, str) or not p.strip()]
+    if bad: raise DataError(lst_file, "path", f"row(s) {bad[:5]} have no record path")
+    paths = check_unique([inside_root(root, p.strip(), lst_file, "path") for p in lst.path], lst_file, "path")
+    out = Path(out) if out else root / "mimic_iv_ecg.npy"
+    q = Quarantine(log=out.with_name(out.name + ".quarantine.csv"))
+    index = write_ecg_npy(paths, out, fs, seconds, on_error=on_error, quarantine=q, chunk=chunk, progress=not quiet)
+    if not quiet: print(f"{out}: {len(index)} of {len(paths)} records converted; skipped ones in {out.name}.skipped.csv")
+
+# %% ../../nbs/domains/12_ecg.ipynb #d3cf4255
+MIMIC_LEAD_ORDER = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")  # as MIMIC-IV-ECG headers list them
+MIMIC_FIXTURE_IRREGULAR = {"nan_lead": 2, "flat_lead": 4}  # record numbers (0-based) of the fixture
+
+def mimic_record_path(subject_id: int, study_id: int) -> str:
+    "MIMIC-IV-ECG's path of a study, relative to the root: files/p<first 4 digits>/p<subject>/s<study>/<study>."
+    return f"files/p{str(subject_id)[:4]}/p{subject_id}/s{study_id}/{study_id}"
+
+def make_mimic_ecg_fixture(root, seed: int = 0, n_records: int = 10, convert: bool = True) -> dict:
+    "Write a tiny MIMIC-IV-ECG (WFDB, record_list.csv) and, if `convert`, its `mimic_iv_ecg.npy`; return `{path: (12, 5000) mV}`."
+    root, rng, truth, rows = Path(root), np.random.default_rng(seed), {}, []
+    root.mkdir(parents=True, exist_ok=True)
+    order = [STANDARD_LEADS.index(n.upper()) for n in MIMIC_LEAD_ORDER]
+    for k in range(n_records):
+        subject, study = 10000032 + 7 * (k // 2), 40000000 + int(rng.integers(0, 9999999))
+        rel = mimic_record_path(subject, study)
+        sig = _band_limited_ecg(rng)
+        if k == MIMIC_FIXTURE_IRREGULAR["nan_lead"]: sig[STANDARD_LEADS.index("V4")] = np.nan
+        if k == MIMIC_FIXTURE_IRREGULAR["flat_lead"]: sig[STANDARD_LEADS.index("III")] = 0.0
+        _write_wfdb(root / rel, sig[order], 500, MIMIC_LEAD_ORDER, gain=200.0)  # MIMIC-IV-ECG: 200 adu/mV
+        truth[rel] = np.round(sig * 200) / 200
+        rows.append({"subject_id": subject, "study_id": study, "file_name": study,
+                     "ecg_time": f"2180-07-{k % 28 + 1:02d} 08:{k % 60:02d}:00", "path": rel})
+    pd.DataFrame(rows).to_csv(root / "record_list.csv", index=False)
+    if convert:
+        with warnings.catch_warnings():  # the NaN record is quarantined, as it should be
+            warnings.simplefilter("ignore", DataWarning)
+            ecg_npy(str(root), quiet=True)
+    return truth
+
 # %% ../../nbs/domains/12_ecg.ipynb #65685348
+def _mimic_array_path(path) -> Path:
+    "The `.npy` named by `path`, or the only `.npy` in the folder `path`."
+    p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(p.glob("*.npy"))
+        if len(found) == 1: return found[0]
+        what = f"{len(found)} .npy files ({[f.name for f in found]})" if found else "no .npy file"
+        raise DataError(p, "file", f"the folder holds {what}: pass the MIMIC-IV-ECG array itself, or a folder with exactly one. "
+                                   f"sslmed never downloads data: obtain MIMIC-IV-ECG from {MIMIC_ECG_SOURCE}, giving\n"
+                                   f"{MIMIC_ECG_LAYOUT}\n(see data_cards/mimic_iv_ecg.md)")
+    if not p.is_file():
+        raise DataError(p, "file", f"MIMIC-IV-ECG array not found. sslmed never downloads data: obtain MIMIC-IV-ECG from "
+                                   f"{MIMIC_ECG_SOURCE}, giving\n{MIMIC_ECG_LAYOUT}\n(see data_cards/mimic_iv_ecg.md)")
+    return p
+
 class MIMICECG(ReaderDataset):
-    "A float16 `.npy` (N, 12, 5000), memory-mapped: `(x (12, 5000) float32, {})` per row."
-    def __init__(self, path, leads: int = 12, length: int = 5000, indices: Iterable[int] | None = None,
+    "A float16 `.npy` (N, 12, 5000) at 500 Hz, memory-mapped: `(x (12, 10·fs) float32, {})` per row."
+    def __init__(self, path, leads: int = 12, length: int = 5000, indices: Iterable[int] | None = None, fs: int = 500,
                  transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise DataError(p, "file", f"MIMIC-IV-ECG array not found. sslmed never downloads data: obtain MIMIC-IV-ECG from "
-                                       f"{MIMIC_ECG_SOURCE}, giving\n{MIMIC_ECG_LAYOUT}\n(see data_cards/mimic_iv_ecg.md)")
-        self.path, self.transform = p, transform
+        if isinstance(fs, bool) or not isinstance(fs, int) or fs < 1: raise ValueError(f"MIMICECG fs must be a positive int, got {fs!r}")
+        p = _mimic_array_path(path)
+        self.path, self.transform, self.fs = p, transform, fs
         try: arr = np.load(p, mmap_mode="r")  # reads the header and maps the data; nothing else
         except (ValueError, OSError, EOFError) as e:
             raise DataError(p, "header", f"not a readable .npy array, or shorter than its header says ({e})") from None
@@ -446,7 +666,7 @@ class MIMICECG(ReaderDataset):
         x = np.asarray(self.array[row], dtype=np.float32)
         if not np.isfinite(x).all():
             raise DataError(self.path, f"signal[{row}]", f"{int((~np.isfinite(x)).sum())} NaN/Inf samples")
-        x = torch.from_numpy(x)
+        x = torch.from_numpy(resample_ecg(x, 500, self.fs))
         return (self.transform(x) if self.transform else x), {}
 
 # %% ../../nbs/domains/12_ecg.ipynb #45de13e9
@@ -467,9 +687,18 @@ def ecg_eval(**_):
     return lambda x: x
 
 # %% ../../nbs/domains/12_ecg.ipynb #a187530b
+ECG_REAL_TASKS = {"ptbxl": {"superclass": Task("multilabel", 5, "auroc"), "rhythm": Task("multilabel", 12, "auroc")}}
+ECG_REAL_TASKS["mimic_ecg"] = ECG_REAL_TASKS["ptbxl"]  # pretraining only: evaluated on PTB-XL
+
+# seed 001 (MyJEPA, configs/ViTS_mimic.yaml) -> sslmed config keys of the sigreg_jepa recipe
+ECG_SEED_KEYS = {"dim": "encoder_kw.embed_dim", "depth": "encoder_kw.depth", "num_heads": "encoder_kw.num_heads",
+                 "pred_dim": "method_kw.pred_dim", "pred_depth": "method_kw.pred_depth", "sigreg_lambda": "method_kw.lamb",
+                 "min_keep_ratio": "method_kw.mask.context_ratio.min", "max_keep_ratio": "method_kw.mask.context_ratio.max"}
+
 DOMAIN = register_domain(Domain(
     "ecg", in_chans=12, views=ecg_views, eval_tf=ecg_eval, label_key="superclass",
     tasks={"superclass": Task("multiclass", len(ECG_SUPERCLASSES), "auroc"), "rhythm": Task("multiclass", len(ECG_RHYTHMS), "auroc")},
     datasets={"phantom": phantom_factory(ECGPhantom), "ptbxl": reader_factory(PTBXL), "mimic_ecg": reader_factory(MIMICECG)},
     encoder="vit1d_small", real_splits={"ptbxl": ("train", "test")},
-    eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "sampling_rate": 500})}))
+    eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "labels": PTBXL_LABELS, "sampling_rate": 500, "on_error": "skip"})},
+    fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS))
