@@ -292,6 +292,8 @@ def scan_dataset(ds, label_key: str | None = None, limit: int | None = None, qua
     return dict(items=len(ds), loaded=n - (len(q) - n0), balance=label_balance(labels), sizes=_compact(shapes), corrupt=len(q) - n0)
 
 # %% ../nbs/30_protocols.ipynb #c0a1d018
+_OWN_POLICY = ("on_error", "quarantine", "quarantine_log")  # the preflight skips and records bad items itself
+
 def check_data(profile: str = "full", out_csv=None, limit: int | None = None, root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Open every dataset `profile` names with `on_error='skip'`: a summary row per dataset and the quarantined files (also a CSV)."
     root = Path(root or project_root())
@@ -303,8 +305,9 @@ def check_data(profile: str = "full", out_csv=None, limit: int | None = None, ro
                    items=0, loaded=0, balance="", sizes="", corrupt=0, error="")
         if where:
             try:
-                ds = dom.datasets[s["dataset"]](root=where, on_error="skip", quarantine=q, **s["kw"])
-                row.update(scan_dataset(ds, dom.label_key, limit, q))
+                kw = {k: v for k, v in s["kw"].items() if k not in _OWN_POLICY}
+                ds = dom.datasets[s["dataset"]](root=where, on_error="skip", quarantine=q, **kw)
+                row.update(scan_dataset(ds, dom.label_key, limit, q), corrupt=len(q))  # also those skipped while opening
             except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False)
             except (TypeError, ValueError, OSError) as e: row["error"] = f"{type(e).__name__}: {e}"
         else: row["error"] = f"${s['env']} is unset"
