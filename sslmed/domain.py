@@ -38,7 +38,7 @@ class Domain:
     encoder: str = ""              # the default encoder of the full recipe
     eval_sizes: dict = field(default_factory=lambda: {"smoke": dict(train=256, test=128), "full": dict(train=None, test=None)})
     real_splits: dict = field(default_factory=dict)   # dataset -> (train split, test split)
-    eval_dataset: dict = field(default_factory=dict)  # pretraining-only dataset -> (labelled dataset, extra kw)
+    eval_dataset: dict = field(default_factory=dict)  # dataset -> (the labelled dataset it is evaluated on, extra kw)
     fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
     seed_keys: dict = field(default_factory=dict)     # the seed system's config keys -> sslmed keys (see `seed_overrides`)
 
@@ -112,14 +112,14 @@ def flatten_keys(d: dict, prefix: str = "") -> dict:
     return out
 
 def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config") -> list[str]:
-    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key or (key, fn))."
+    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key, (key, fn), a list of these, or None)."
     import json
     flat, out, unknown = flatten_keys(seed_cfg), [], []
     for k, v in flat.items():
         if k not in seed_keys: unknown.append(k); continue
-        target = seed_keys[k]
-        if target is None: continue  # documented as having no effect in sslmed
-        key, fn = target if isinstance(target, tuple) else (target, None)
-        out.append(f"{key}={json.dumps(fn(v) if fn else v)}")
+        targets = seed_keys[k]  # None (no effect in sslmed), a key, (key, fn), or a list of these for one seed key
+        for t in targets if isinstance(targets, list) else [] if targets is None else [targets]:
+            key, fn = t if isinstance(t, tuple) else (t, None)
+            out.append(f"{key}={json.dumps(fn(v) if fn else v)}")
     if unknown: raise ValueError(f"{source}: key(s) {unknown} have no sslmed equivalent; known: {sorted(seed_keys)}")
     return out
