@@ -16,7 +16,8 @@ from scipy.signal import resample_poly
 from scipy.special import expit
 from torch import Tensor
 from torch.utils.data import Dataset
-import fnmatch, hashlib, json, math, warnings
+import fnmatch, json, math, re, warnings
+from fastcore.basics import patch
 from pathlib import Path
 from typing import Callable, Sequence
 import pandas as pd
@@ -27,17 +28,22 @@ from torch.utils.data import Sampler
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 from pydicom.uid import CTImageStorage, MRImageStorage, ExplicitVRLittleEndian, generate_uid
+from ..core import files_digest
 from ..data.core import (DataError, DataWarning, Quarantine, ReaderDataset, require_root, require_file, read_csv,
-                              check_int_label, atomic_torch_save)
+                              check_int_label, check_unique, inside_root, atomic_torch_save)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
-from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
+from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, seed_overrides
 
 # %% auto #0
-__all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'WINDOWS', 'MODES', 'NEURO_SOURCE', 'NEURO_LAYOUT',
-           'DOMAIN', 'NeuroPhantom', 'read_nifti', 'is_dicom_file', 'read_dicom_series', 'write_dicom_series',
-           'write_nifti', 'head_phantom', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'foreground_patches',
-           'NeuroStudies', 'StudyBatchSampler', 'make_neuro_fixture', 'volume_views', 'neuro_eval']
+__all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
+           'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
+           'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'nifti_volume', 'read_nifti',
+           'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
+           'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
+           'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'foreground_patches', 'token_keep',
+           'read_series', 'NeuroStudies', 'StudyBatchSampler', 'write_neuro_fixture', 'weighted_windows',
+           'volume_views', 'neuro_eval', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -333,21 +339,45 @@ class NeuroPhantom(Phantom):
         ax.set_axis_off()
 
 # %% ../../nbs/domains/14_neuro.ipynb #8120fba3
-def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
+MAX_SPACING_MM = 20.0  # no head CT/MR voxel is coarser: a larger spacing is a header error
+
+def check_affine(affine, file) -> np.ndarray:
+    "`affine` (4, 4) as float64 if finite, with voxel sizes in (0, 20] mm and independent axes; else a `DataError` (field 'affine')."
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all(): raise DataError(file, "affine", f"not a finite 4x4 matrix: {a.tolist()}")
+    zooms = np.linalg.norm(a[:3, :3], axis=0)
+    if not ((zooms > 1e-6) & (zooms <= MAX_SPACING_MM)).all():
+        raise DataError(file, "affine", f"voxel sizes {np.round(zooms, 6).tolist()} mm: each must be in (0, {MAX_SPACING_MM}]")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-3 * zooms.prod():
+        raise DataError(file, "affine", "its voxel axes are (nearly) parallel: the matrix is singular")
+    return a
+
+def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
+    "A 3D NIfTI volume as float32 in its stored axis order, header scaling applied, and its checked RAS affine."
     p = require_file(path, "nifti")
     try:
-        img = nib.as_closest_canonical(nib.load(p))
+        img = nib.load(p)
+        affine = img.affine
         data = img.get_fdata(dtype=np.float32)
-        zooms = img.header.get_zooms()
     except Exception as e:  # nibabel, gzip and zlib raise many types for corrupt or truncated files
         raise DataError(p, "nifti", f"cannot read ({type(e).__name__}: {e})") from None
     while data.ndim > 3 and data.shape[-1] == 1: data = data[..., 0]
     if data.ndim != 3: raise DataError(p, "shape", f"expected a 3D volume, got shape {data.shape}")
-    vol = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, ::-1])  # (x, y, z) RAS+ → (z, -y, -x)
+    return data, check_affine(affine, p)
+
+# %% ../../nbs/domains/14_neuro.ipynb #69a0f4fe
+def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
+    data, affine = nifti_volume(path)
+    ornt = nib.orientations.io_orientation(affine)  # stored axes → closest RAS+ axes, as `as_closest_canonical`
+    data = nib.orientations.apply_orientation(data, ornt)
+    zooms = np.linalg.norm(affine[:3, :3], axis=0)[ornt[:, 0].astype(int).argsort()]
+    vol = np.ascontiguousarray(data.transpose(2, 1, 0)[:, ::-1, ::-1], dtype=np.float32)  # (x, y, z) RAS+ → (z, -y, -x)
     return vol, (float(zooms[2]), float(zooms[1]), float(zooms[0]))
 
 # %% ../../nbs/domains/14_neuro.ipynb #39fd0947
+MAX_GAP_SLICES = 3  # a run of more missing slices than this is refused, not interpolated
+
 def is_dicom_file(p: Path) -> bool:
     "A `.dcm` file, or an extensionless file with the DICOM preamble magic."
     if p.suffix.lower() == ".dcm": return True
@@ -356,43 +386,100 @@ def is_dicom_file(p: Path) -> bool:
         with open(p, "rb") as f: return f.read(132)[128:] == b"DICM"
     except OSError: return False
 
+def _numbers(ds, f, key: str, n: int) -> np.ndarray:
+    "Header field `key` as `n` finite floats, or a `DataError` naming the file and the field."
+    v = ds.get(key)
+    try: a = np.array([float(x) for x in (v if n > 1 else [v])], dtype=np.float64) if v not in (None, "") else None
+    except (TypeError, ValueError): a = None
+    if a is None or a.shape != (n,): raise DataError(f, key, f"missing or not {n} number(s): {v!r}")
+    if not np.isfinite(a).all(): raise DataError(f, key, f"not finite: {a.tolist()}")
+    return a
+
 def _slice_header(f: Path):
+    "A slice's header, checked: pixel data, finite position, orthonormal orientation, spacing in (0, 20] mm, slope ≠ 0."
     try: ds = pydicom.dcmread(f)
     except Exception as e: raise DataError(f, "dicom", f"cannot read ({type(e).__name__}: {e})") from None
     if "PixelData" not in ds: raise DataError(f, "PixelData", "no pixel data (not an image slice)")
-    for key, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
-        if len(ds.get(key) or []) != n: raise DataError(f, key, f"missing or not {n} numbers")
+    _numbers(ds, f, "ImagePositionPatient", 3)
+    iop = _numbers(ds, f, "ImageOrientationPatient", 6)
+    r, c = iop[:3], iop[3:]
+    if max(abs(np.linalg.norm(r) - 1), abs(np.linalg.norm(c) - 1), abs(r @ c)) > 1e-3:
+        raise DataError(f, "ImageOrientationPatient", f"{iop.tolist()} are not two orthogonal unit vectors")
+    ps = _numbers(ds, f, "PixelSpacing", 2)
+    if not ((ps > 0) & (ps <= MAX_SPACING_MM)).all(): raise DataError(f, "PixelSpacing", f"{ps.tolist()} mm: each must be in (0, {MAX_SPACING_MM}]")
+    if "RescaleSlope" in ds and _numbers(ds, f, "RescaleSlope", 1)[0] == 0:
+        raise DataError(f, "RescaleSlope", "is 0: every voxel would get the intercept")
+    if "RescaleIntercept" in ds: _numbers(ds, f, "RescaleIntercept", 1)
     return ds
 
-def read_dicom_series(files: Sequence, folder=None) -> tuple[np.ndarray, tuple[float, float, float], str]:
-    "A DICOM series as float32 (D, H, W) (HU for CT), sorted along the slice normal; its spacing and `Modality`."
-    files = [Path(f) for f in files]
-    if not files: raise DataError(folder or "<no folder>", "series", "empty DICOM series: no slice files")
-    slices = [(f, _slice_header(f)) for f in files]
+# %% ../../nbs/domains/14_neuro.ipynb #368e84e4
+def regular_slices(vol: np.ndarray, pos: np.ndarray, files: Sequence[Path]) -> tuple[np.ndarray, float]:
+    "Slices at sorted positions `pos` on a regular grid (step: the median gap), linearly interpolated where slices are missing."
+    gaps = np.diff(pos)
+    step = float(np.median(gaps))
+    if not 0 < step <= MAX_SPACING_MM: raise DataError(files[0].parent, "ImagePositionPatient", f"slice spacing {step:.4g} mm: must be in (0, {MAX_SPACING_MM}]")
+    if np.allclose(gaps, step, rtol=0.01, atol=1e-3): return vol, step
+    k = int(np.argmax(gaps))
+    gap = f"gap of {gaps[k]:.4g} mm between {files[k].name} and this slice (step {step:.4g} mm)"
+    if gaps[k] > (MAX_GAP_SLICES + 1.5) * step:
+        raise DataError(files[k + 1], "ImagePositionPatient", f"{gap}: more than {MAX_GAP_SLICES} slices missing in a row")
+    n = int(round((pos[-1] - pos[0]) / step)) + 1
+    grid = pos[0] + step * np.arange(n)
+    i = np.clip(np.searchsorted(pos, grid, side="right") - 1, 0, len(pos) - 2)
+    w = ((grid - pos[i]) / gaps[i]).clip(0, 1).astype(np.float32)[:, None, None]
+    warnings.warn(f"{files[k + 1]}: field 'ImagePositionPatient': uneven slice positions, largest {gap}: "
+                  f"resampled linearly onto {n} slices", DataWarning, stacklevel=2)
+    return (1 - w) * vol[i] + w * vol[i + 1], step
+
+# %% ../../nbs/domains/14_neuro.ipynb #932f558a
+def _check_series(slices):
+    "Every slice of one series: one `SeriesInstanceUID`, equal rows, columns, orientation and pixel spacing."
     f0, d0 = slices[0]
-    iop0 = np.array(d0.ImageOrientationPatient, dtype=np.float64)
     for f, d in slices[1:]:
         if d.get("SeriesInstanceUID") != d0.get("SeriesInstanceUID"):
             raise DataError(f, "SeriesInstanceUID", f"mixed series in one folder: {d.get('SeriesInstanceUID')} and {d0.get('SeriesInstanceUID')} ({f0.name})")
         if (d.Rows, d.Columns) != (d0.Rows, d0.Columns):
             raise DataError(f, "Rows/Columns", f"slice is {d.Rows}x{d.Columns}, {f0.name} is {d0.Rows}x{d0.Columns}: mixed shapes in one series")
-        if not np.allclose(np.array(d.ImageOrientationPatient, dtype=np.float64), iop0, atol=1e-4):
-            raise DataError(f, "ImageOrientationPatient", f"differs from {f0.name}'s: mixed orientations in one series")
-    normal = np.cross(iop0[:3], iop0[3:])
+        for key in ("ImageOrientationPatient", "PixelSpacing"):
+            if not np.allclose(np.array(d.get(key), dtype=np.float64), np.array(d0.get(key), dtype=np.float64), atol=1e-4):
+                raise DataError(f, key, f"differs from {f0.name}'s: mixed values in one series")
+
+def dicom_volume(files: Sequence, folder=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """A DICOM series as float32 (slices, rows, columns) on a regular grid along the slice normal (HU for CT), its RAS
+    affine and `Modality`. Duplicate slices with equal pixels are dropped (warned), with different pixels refused."""
+    files = [Path(f) for f in files]
+    if not files: raise DataError(folder or "<no folder>", "series", "empty DICOM series: no slice files")
+    slices = [(f, _slice_header(f)) for f in files]
+    _check_series(slices)
+    d0 = slices[0][1]
+    iop = np.array(d0.ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
     pos = np.array([np.dot(np.array(d.ImagePositionPatient, dtype=np.float64), normal) for _, d in slices])
-    order = np.argsort(pos, kind="stable")
-    gaps = np.diff(pos[order])
-    if len(gaps) and gaps.min() < 1e-3:
-        k = int(np.argmin(gaps))
-        raise DataError(slices[order[k + 1]][0], "ImagePositionPatient", f"same position as {slices[order[k]][0].name}: duplicate slice")
-    planes = []
-    for k in order:
+    planes, kept, where = [], [], []
+    for k in np.argsort(pos, kind="stable"):
         f, d = slices[k]
-        try: planes.append(apply_rescale(d.pixel_array, d).astype(np.float32))
+        try: plane = apply_rescale(d.pixel_array, d).astype(np.float32)
         except Exception as e: raise DataError(f, "PixelData", f"cannot decode ({type(e).__name__}: {e})") from None
-    ps = [float(v) for v in (d0.get("PixelSpacing") or (1.0, 1.0))]
-    dz = float(np.median(gaps)) if len(gaps) else float(d0.get("SliceThickness") or 1.0)
-    return np.stack(planes), (dz, ps[0], ps[1]), str(d0.get("Modality", ""))
+        if kept and pos[k] - where[-1] < 1e-3:
+            if not np.array_equal(plane, planes[-1]):
+                raise DataError(f, "ImagePositionPatient", f"same position as {kept[-1].name} but different pixels: duplicate slice")
+            warnings.warn(f"{f}: field 'ImagePositionPatient': duplicate of {kept[-1].name} (same position and pixels): dropped", DataWarning)
+            continue
+        planes.append(plane); kept.append(f); where.append(pos[k])
+    if len(planes) < 2: raise DataError(folder or files[0].parent, "series", f"{len(planes)} distinct slice(s): not a volume")
+    vol, step = regular_slices(np.stack(planes), np.array(where), kept)
+    ps = [float(v) for v in d0.PixelSpacing]
+    first = dict(slices)[kept[0]]
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = normal * step, iop[3:] * ps[0], iop[:3] * ps[1]
+    lps[:3, 3] = np.array(first.ImagePositionPatient, dtype=np.float64)
+    return vol, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, str(d0.get("Modality", ""))
+
+def read_dicom_series(files: Sequence, folder=None) -> tuple[np.ndarray, tuple[float, float, float], str]:
+    "A DICOM series as float32 (D, H, W) (HU for CT), sorted along the slice normal on a regular grid; its spacing and `Modality`."
+    vol, affine, modality = dicom_volume(files, folder)
+    dz, dy, dx = np.linalg.norm(affine[:3, :3], axis=0)
+    return vol, (float(dz), float(dy), float(dx)), modality
 
 # %% ../../nbs/domains/14_neuro.ipynb #0a7d46d4
 def write_dicom_series(folder, hu: np.ndarray, spacing=(2.0, 0.5, 0.5), origin=(0.0, 0.0, 0.0),
@@ -449,6 +536,20 @@ def head_phantom(shape=(6, 16, 14), bleed: bool = True, seed: int = 0) -> np.nda
     vol[(np.abs(y + 0.35) < 0.15) & (np.abs(x) < 0.15) & (np.abs(z) < 0.5)] = -900.0   # air pocket inside the head
     return np.round(vol)
 
+# %% ../../nbs/domains/14_neuro.ipynb #bc6a67cb
+AXCODES = "SPL"  # display order: inferior→superior, anterior→posterior, patient right→left
+AIR_HU = -1024.0
+
+def to_canonical(vol: np.ndarray, affine, spacing: Sequence[float] | None = None) -> tuple[np.ndarray, tuple]:
+    "`vol` (stored axes, RAS `affine`) in display order (D, H, W), resampled to `spacing` (dz, dy, dx) mm: MONAI `Orientation`, `Spacing`."
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+    x = MetaTensor(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None], affine=torch.as_tensor(affine, dtype=torch.float64))
+    x = Orientation(axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))(x)
+    if spacing is not None:
+        x = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border", dtype=np.float32)(x)
+    return np.ascontiguousarray(x[0].numpy(), dtype=np.float32), tuple(float(s) for s in x.pixdim)
+
 # %% ../../nbs/domains/14_neuro.ipynb #3913c720
 WINDOWS = {"brain": (40.0, 80.0), "blood": (80.0, 200.0), "bone": (600.0, 2800.0)}
 MODES = ("brain", "blood", "bone", "all", "mr")
@@ -477,6 +578,52 @@ def head_mask(vol: np.ndarray, mode: str) -> np.ndarray:
     if n > 1: fg = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
     return ndimage.binary_fill_holes(fg)
 
+# %% ../../nbs/domains/14_neuro.ipynb #d4ed6ed2
+def crop_to_head(vol: np.ndarray, size: Sequence[int], file="<volume>") -> tuple[np.ndarray, np.ndarray]:
+    "The box of `size` (D, H, W) centred on the head mask's bounding box, air (-1024 HU) where it leaves the volume, and its head mask."
+    mask = head_mask(vol, "ct")  # > -500: HU, or MR already mapped to pseudo-HU
+    if not mask.any(): raise DataError(file, "voxels", "no head: no voxel above -500 HU")
+    start = [(int(i.min()) + int(i.max()) + 1) // 2 - int(s) // 2 for i, s in zip(np.nonzero(mask), size)]
+    src = tuple(slice(max(a, 0), min(a + int(s), n)) for a, s, n in zip(start, size, vol.shape))
+    dst = tuple(slice(sl.start - a, sl.stop - a) for sl, a in zip(src, start))
+    out, m = np.full(tuple(size), AIR_HU, np.float32), np.zeros(tuple(size), bool)
+    out[dst], m[dst] = vol[src], mask[src]
+    return out, m
+
+# %% ../../nbs/domains/14_neuro.ipynb #688bec63
+MODALITIES = ("ct", "mri")
+CT_WINDOW_NAMES = ("brain", "blood", "bone")
+MODE_VALUES = {"ct": "ct", "mri": "mri", "mr": "mri", "brain": "ct", "blood": "ct", "bone": "ct", "all": "ct"}
+MR_PSEUDO_HU = (0.0, 80.0)  # MR inside the head onto the brain window's range; outside: air, so the CT views apply
+_MR_TOKENS = {"mr", "mri", "t1", "t1w", "t1c", "t1ce", "t2", "t2w", "flair", "dwi", "swi", "pd"}
+
+def detect_window(rel) -> str | None:
+    "The CT window a path names (`brain`/`BrainWindow`, `blood`/`BloodWindow`, `bone`/`BoneWindow`; the last one named wins), as seed 004."
+    s = str(rel).lower()
+    found = {w: s.rfind(w) for w in CT_WINDOW_NAMES if w in s}
+    return max(found, key=found.get) if found else None
+
+def modality_from_name(rel) -> str | None:
+    "`'mri'` if a path's words name an MR contrast (mr, t1, t2, flair…), `'ct'` if they say ct, else None."
+    words = set(re.split(r"[^a-z0-9]+", str(rel).lower()))
+    mr, ct = bool(words & _MR_TOKENS), "ct" in words
+    return "mri" if mr and not ct else "ct" if ct and not mr else None
+
+def check_hu(vol: np.ndarray, file) -> np.ndarray:
+    "A CT volume clipped to the 12-bit HU range [-1024, 3071], or a `DataError` if it holds no air (< -200): not HU."
+    lo, hi = float(vol.min()), float(vol.max())
+    if lo > -200: raise DataError(file, "voxels", f"CT values range {lo:.4g}..{hi:.4g}, no air below -200: not Hounsfield units "
+                                                  "(a windowed export, a missing RescaleIntercept, or an MR volume mapped as CT?)")
+    return np.clip(vol, AIR_HU, 3071.0)
+
+def mr_to_pseudo_hu(vol: np.ndarray, file, lo: float = 0.5, hi: float = 99.5) -> np.ndarray:
+    "MR: the head's `lo`..`hi` percentiles onto `MR_PSEUDO_HU` (the brain window), outside the head mask air (-1024)."
+    mask = head_mask(vol, "mr")
+    a, b = np.percentile(vol[mask], [lo, hi]) if mask.any() else (0.0, 0.0)
+    if b - a < 1e-6: raise DataError(file, "voxels", "constant MR volume: nothing to normalise")
+    u = np.clip((vol - a) / (b - a), 0, 1) * (MR_PSEUDO_HU[1] - MR_PSEUDO_HU[0]) + MR_PSEUDO_HU[0]
+    return np.where(mask, u, AIR_HU).astype(np.float32)
+
 # %% ../../nbs/domains/14_neuro.ipynb #a7ce5265
 def foreground_patches(mask: torch.Tensor, patch_size: Sequence[int], min_fraction: float = 0.0) -> torch.Tensor:
     "Bool (*batch, n_patches): which patches of `mask` (*batch, *spatial) hold more than `min_fraction` foreground."
@@ -491,18 +638,31 @@ def foreground_patches(mask: torch.Tensor, patch_size: Sequence[int], min_fracti
     frac = mask.float().reshape(*batch, *split).mean(dim=[len(batch) + 2 * i + 1 for i in range(k)])
     return frac.reshape(*batch, -1) > min_fraction
 
+# %% ../../nbs/domains/14_neuro.ipynb #e73b6481
+def token_keep(mask: torch.Tensor, patch_size: Sequence[int], remove_background: bool = True, patch_drop_rate: float = 0.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    "Bool (B, n_patches): the tokens to keep, as seed 004's collate: foreground only (`remove_background`), minus a random `patch_drop_rate` of them."
+    if not 0 <= patch_drop_rate < 1: raise ValueError(f"patch_drop_rate must be in [0, 1), got {patch_drop_rate}")
+    keep = foreground_patches(mask, patch_size) if remove_background else torch.ones(mask.shape[0], math.prod(
+        s // p for s, p in zip(mask.shape[1:], patch_size)), dtype=torch.bool)
+    if patch_drop_rate:
+        keep &= torch.rand(keep.shape, generator=generator) >= patch_drop_rate
+    keep[~keep.any(1), 0] = True  # never an empty sequence
+    return keep
+
 # %% ../../nbs/domains/14_neuro.ipynb #96b0be5c
 NEURO_SOURCE = ("a hospital export or a public collection (e.g. CQ500, RSNA Intracranial Hemorrhage Detection, BraTS), "
                 "one folder per study,")
 NEURO_LAYOUT = """<root>/
-  <study>/<series>.nii[.gz]            a 3D NIfTI volume (CT in HU)
+  <study>/<series>.nii[.gz]            a 3D NIfTI volume (CT in HU, or MR)
   <study>/<series>/<slice>[.dcm]       a DICOM series, one file per slice
-labels_csv: study, <finding columns, 0/1>, [split]"""
-_CACHE_VERSION = 1
+labels_csv: study (or study_id), <finding columns, 0/1>, [split]"""
+_CACHE_VERSION = 2
 
-def _series_of(study_dir: Path) -> list[dict]:
-    "The NIfTI files and DICOM folders under a study folder."
+def _series_of(root: Path, study_dir: Path) -> list[dict]:
+    "The NIfTI files and DICOM folders under a study folder; a file whose real path leaves the root is a `DataError`."
     files = sorted(p for p in study_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    for p in files: inside_root(root, p.relative_to(root), p, "path")
     nifti = [{"path": p, "kind": "nifti", "files": [p]} for p in files if p.name.lower().endswith((".nii", ".nii.gz"))]
     dicom_dirs = {}
     for p in files:
@@ -510,97 +670,144 @@ def _series_of(study_dir: Path) -> list[dict]:
     dicom = [{"path": d, "kind": "dicom", "files": fs} for d, fs in sorted(dicom_dirs.items())]
     return sorted(nifti + dicom, key=lambda s: str(s["path"]))
 
+def read_series(it: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    "A series' voxels in stored order, its RAS affine and its DICOM `Modality` ('' for NIfTI); NaN/Inf voxels refused."
+    vol, affine, tag = (*nifti_volume(it["path"]), "") if it["kind"] == "nifti" else dicom_volume(it["files"], it["path"])
+    if not np.isfinite(vol).all(): raise DataError(it["path"], "voxels", f"{int((~np.isfinite(vol)).sum())} NaN/Inf voxels")
+    return vol, affine, tag
+
+# %% ../../nbs/domains/14_neuro.ipynb #f4a55073
 class NeuroStudies(ReaderDataset):
-    "Brain CT/MRI studies of NIfTI or DICOM series: `(x (C, D, H, W) float32, {findings…, 'mask', 'study'})` per series."
-    def __init__(self, root, mode_mapping: dict | None = None, cache_dir=None, window: str = "all", labels_csv=None,
-                 label_columns: Sequence[str] | None = None, split: str | None = None, size: Sequence[int] | None = None,
+    """Brain CT/MRI studies of NIfTI or DICOM series, one item per series: `(x (1, D, H, W) float32, labels)`, x in HU (CT) or
+    MR mapped to pseudo-HU, resampled to `spacing` mm in display orientation, cropped/padded around the head to
+    `max_crop_size` tokens of `patch_size` voxels."""
+    def __init__(self, root, mode_mapping: dict | None = None, cache_dir=None, labels_csv=None,
+                 label_columns: Sequence[str] | None = None, split: str | None = None, studies: Sequence[str] | None = None,
+                 spacing: Sequence[float] = (1.5, 1.5, 1.5), max_crop_size: Sequence[int] = (8, 8, 8), patch_size: int = 16,
                  transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
-        self.mode_mapping = dict(mode_mapping or {})
-        for m in [window, *self.mode_mapping.values()]:
-            if m not in MODES: raise ValueError(f"window and mode_mapping values must be in {MODES}, got {m!r}")
         self.root = require_root(root, "brain CT/MRI studies", "neuro_studies", NEURO_SOURCE, NEURO_LAYOUT)
-        self.window, self.transform = window, transform
-        self.size = tuple(int(s) for s in size) if size is not None else None
-        self.channels = 3 if "all" in (window, *self.mode_mapping.values()) else 1
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.mode_mapping = {str(k): self._mode_value(v) for k, v in dict(mode_mapping or {}).items()}
+        self.spacing = tuple(float(s) for s in spacing)
+        if len(self.spacing) != 3 or not all(0 < s <= MAX_SPACING_MM for s in self.spacing):
+            raise ValueError(f"spacing must be three values in (0, {MAX_SPACING_MM}] mm, got {spacing!r}")
+        self.crop = tuple(int(t) * int(patch_size) for t in triple(max_crop_size, "max_crop_size"))
+        self.transform, self.cache_dir = transform, (Path(cache_dir) if cache_dir is not None else None)
         dirs = {d.name: d for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+        if not dirs: raise DataError(self.root, "studies", f"no study folders; expected layout in {NEURO_LAYOUT}")
         self.labels, self.label_columns = self._read_labels(labels_csv, label_columns, split, dirs)
         names = sorted(self.labels) if self.labels is not None else sorted(dirs)
-        studies = self._check(names, lambda s: (s, self._study_series(dirs[s])))
-        self.studies = [s for s, _ in studies]
-        self.items = [{**se, "study": s, "study_index": k, "mode": self.mode_of(se["path"])}
-                      for k, (s, series) in enumerate(studies) for se in series]
+        if studies is not None: names = [s for s in names if s in set(map(str, studies))]
+        found = self._check(names, lambda s: (s, self._study_series(dirs[s])))
+        self.studies = [s for s, _ in found]
+        self.items = [{**se, "study": s, "study_index": k, "modality": self.modality_of(s, se["path"]),
+                       "window": self.window_of(s, se["path"])} for k, (s, series) in enumerate(found) for se in series]
 
-    def _read_labels(self, labels_csv, label_columns, split, dirs):
-        if labels_csv is None:
-            if split is not None: raise ValueError("`split` needs a labels_csv with a `split` column")
-            return None, []
-        f = Path(labels_csv)
-        df = read_csv(f, ["study"] + (["split"] if split is not None else []) + list(label_columns or []), "neuro_studies", dtype={"study": str})
-        cols = list(label_columns) if label_columns is not None else [c for c in df.columns if c not in ("study", "split")]
-        if split is not None: df = df[df["split"] == split]
-        def row(r):
-            s = r["study"]
-            if s not in dirs: raise DataError(f, "study", f"study {s!r} is listed but {self.root / s} is not a folder")
-            return s, {c: check_int_label(r[c], 0, 1, f, c, f"study={s}") for c in cols}
-        labels = dict(self._check(df.to_dict("records"), row))
-        def unlabelled(s): raise DataError(dirs[s], "study", f"study folder has no row in {f.name}")
-        if split is None: self._check(sorted(set(dirs) - set(labels)), unlabelled)
-        return labels, cols
+    @staticmethod
+    def _mode_value(v) -> tuple[str, str | None]:
+        m = str(v).lower()
+        if m not in MODE_VALUES: raise ValueError(f"mode_mapping values must be in {sorted(MODE_VALUES)}, got {v!r}")
+        return MODE_VALUES[m], (m if m in CT_WINDOW_NAMES else None)
 
-    def _study_series(self, d: Path) -> list[dict]:
-        series = _series_of(d)
-        if not series: raise DataError(d, "series", "no NIfTI file or DICOM series in this study folder")
-        return series
+    def _mapped(self, study: str, path: Path) -> tuple[str, str | None] | None:
+        "The mapping's value for a series: its study's entry (seed 004's form), else the first shell pattern matching its path."
+        if study in self.mode_mapping: return self.mode_mapping[study]
+        rel = Path(path).relative_to(self.root).as_posix().lower()
+        return next((v for k, v in self.mode_mapping.items() if fnmatch.fnmatch(rel, k.lower())), None)
 
-    def mode_of(self, series_path: Path) -> str | None:
-        "The mode `mode_mapping` gives a series path (relative to the root), or None if no pattern matches."
-        rel = Path(series_path).relative_to(self.root).as_posix().lower()
-        for pattern, mode in self.mode_mapping.items():
-            if fnmatch.fnmatch(rel, pattern.lower()): return mode
-        return None
+    def modality_of(self, study: str, path: Path) -> str | None:
+        "`'ct'`/`'mri'` from the mode mapping, else from the path's words, else None (decided on read)."
+        m = self._mapped(study, path)
+        return m[0] if m else modality_from_name(Path(path).relative_to(self.root))
 
-    @property
-    def study_ids(self) -> list[int]: return [it["study_index"] for it in self.items]
+    def window_of(self, study: str, path: Path) -> str | None:
+        "The CT window a series was reconstructed for: mapped, else named in its path (relative to the root)."
+        m = self._mapped(study, path)
+        return (m[1] if m and m[1] else None) or detect_window(Path(path).relative_to(self.root))
 
-    def _cache_file(self, it: dict) -> Path:
-        files = [(p.relative_to(self.root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in it["files"]]
-        key = json.dumps([_CACHE_VERSION, files, it["mode"], self.window, self.channels, self.size])
-        return self.cache_dir / f"{it['study']}__{hashlib.sha1(key.encode()).hexdigest()[:20]}.pt"
+# %% ../../nbs/domains/14_neuro.ipynb #38b8e636
+@patch
+def _read_labels(self: NeuroStudies, labels_csv, label_columns, split, dirs):
+    if labels_csv is None:
+        if split is not None: raise ValueError("`split` needs a labels_csv with a `split` column")
+        return None, []
+    f = Path(labels_csv) if Path(labels_csv).is_absolute() else inside_root(self.root, labels_csv, labels_csv, "labels_csv")
+    df = read_csv(f, (["split"] if split is not None else []) + list(label_columns or []), "neuro_studies", dtype=str)
+    key = next((c for c in ("study", "study_id") if c in df.columns), None)
+    if key is None: raise DataError(f, "study", f"missing column 'study' (or seed 004's 'study_id'); found {list(df.columns)}")
+    cols = list(label_columns) if label_columns is not None else [c for c in df.columns if c not in (key, "split")]
+    check_unique(df[key], f, key)
+    if split is not None: df = df[df["split"] == split]
+    if len(df) and not set(df[key]) & set(dirs):
+        raise DataError(f, key, f"none of its {len(df)} study ids (e.g. {sorted(df[key])[:3]}) is a folder under {self.root} "
+                                f"(folders: {sorted(dirs)[:3]}…)")
+    def row(r):
+        s = str(r[key])
+        inside_root(self.root, s, f, key)
+        if s not in dirs: raise DataError(f, key, f"study {s!r} is listed but {self.root / s} is not a folder")
+        return s, {c: check_int_label(r[c], 0, 1, f, c, f"study={s}") for c in cols}
+    labels = dict(self._check(df.to_dict("records"), row))
+    def unlabelled(s): raise DataError(dirs[s], "study", f"study folder has no row in {f.name}")
+    if split is None: self._check(sorted(set(dirs) - set(labels)), unlabelled)
+    return labels, cols
 
-    def preprocess(self, it: dict) -> dict:
-        "Read, resample, window and mask one series: `{'volume': uint8 (C, D, H, W), 'mask': bool (D, H, W), 'spacing', 'mode'}`."
-        if it["kind"] == "nifti": vol, spacing = read_nifti(it["path"]); modality = ""
-        else: vol, spacing, modality = read_dicom_series(it["files"], it["path"])
-        if not np.isfinite(vol).all(): raise DataError(it["path"], "voxels", f"{int((~np.isfinite(vol)).sum())} NaN/Inf voxels")
-        mode = it["mode"] or ("mr" if modality.upper() == "MR" else self.window)
-        if self.size is not None:
-            spacing = tuple(s * n / m for s, n, m in zip(spacing, vol.shape, self.size))
-            vol = F.interpolate(torch.from_numpy(vol)[None, None], size=self.size, mode="trilinear", align_corners=False)[0, 0].numpy()
-        x = to_channels(vol, mode)
-        if x.shape[0] != self.channels: x = np.repeat(x[:1], self.channels, 0)
-        return {"volume": torch.from_numpy(x), "mask": torch.from_numpy(head_mask(vol, mode)),
-                "spacing": torch.tensor(spacing, dtype=torch.float32), "mode": mode}
+@patch
+def _study_series(self: NeuroStudies, d: Path) -> list[dict]:
+    series = _series_of(self.root, d)
+    if not series: raise DataError(d, "series", "no NIfTI file or DICOM series in this study folder")
+    return series
 
-    def cached(self, it: dict) -> dict:
-        "`preprocess(it)`, through the cache when there is one."
-        if self.cache_dir is None: return self.preprocess(it)
-        f = self._cache_file(it)
-        if f.exists():
-            try: return torch.load(f, weights_only=True)
-            except Exception as e: warnings.warn(f"recomputing unreadable cache file {f} ({type(e).__name__})", DataWarning)
-        out = self.preprocess(it)
-        atomic_torch_save(out, f)
-        return out
+@patch(as_prop=True)
+def study_ids(self: NeuroStudies) -> list[int]: return [it["study_index"] for it in self.items]
 
-    def load(self, i: int):
-        it = self.items[i]
-        c = self.cached(it)
-        x = c["volume"].float().div_(255)
-        labels = dict(self.labels[it["study"]]) if self.labels is not None else {}
-        labels.update(mask=c["mask"], study=it["study_index"])
-        return (self.transform(x) if self.transform else x), labels
+# %% ../../nbs/domains/14_neuro.ipynb #77059e30
+@patch
+def cache_key(self: NeuroStudies, it: dict) -> str:
+    "SHA-256 of the series files' paths and bytes and the preprocessing settings: a changed source gets a new key."
+    settings = json.dumps([_CACHE_VERSION, it["modality"], it["window"], self.spacing, self.crop])
+    return files_digest(it["files"], self.root, settings)
+
+@patch
+def preprocess(self: NeuroStudies, it: dict) -> dict:
+    "Read, reorient, resample, put in HU (CT) or pseudo-HU (MR) and crop one series: `{'volume': float16 (1, D, H, W), 'mask', …}`."
+    vol, affine, tag = read_series(it)
+    modality = it["modality"] or {"CT": "ct", "MR": "mri"}.get(tag.upper())
+    if modality is None and vol.min() < -500: modality = "ct"  # NIfTI without a name or mapping: air in HU says CT
+    if modality is None:
+        raise DataError(it["path"], "modality", f"unknown: not in mode_mapping, no DICOM Modality, no ct/mr/t1/t2/flair in the "
+                                                f"name and no air in HU; map it: mode_mapping={{{it['study']!r}: 'ct' or 'mri'}}")
+    vol, spacing = to_canonical(vol, affine, self.spacing)
+    vol = check_hu(vol, it["path"]) if modality == "ct" else mr_to_pseudo_hu(vol, it["path"])
+    vol, mask = crop_to_head(vol, self.crop, it["path"])
+    return {"volume": torch.from_numpy(vol)[None].to(torch.float16), "mask": torch.from_numpy(mask),
+            "spacing": torch.tensor(spacing, dtype=torch.float32), "modality": modality, "window": it["window"] or ""}
+
+@patch
+def cached(self: NeuroStudies, it: dict) -> dict:
+    "`preprocess(it)`, through the content-keyed cache when there is one (unreadable or wrong-shaped entries are recomputed)."
+    if self.cache_dir is None: return self.preprocess(it)
+    f = self.cache_dir / f"{it['study']}__{self.cache_key(it)[:32]}.pt"
+    if f.exists():
+        try:
+            out = torch.load(f, weights_only=True)
+            if tuple(out["volume"].shape) == (1, *self.crop): return out
+            warnings.warn(f"recomputing cache file {f}: shape {tuple(out['volume'].shape)}", DataWarning)
+        except Exception as e: warnings.warn(f"recomputing unreadable cache file {f} ({type(e).__name__})", DataWarning)
+    out = self.preprocess(it)
+    atomic_torch_save(out, f)
+    return out
+
+@patch
+def load(self: NeuroStudies, i: int):
+    it = self.items[i]
+    c = self.cached(it)
+    x = c["volume"].float()
+    labels = dict(self.labels[it["study"]]) if self.labels is not None else {}
+    if self.labels is not None and set(NEURO_FINDINGS) <= set(self.label_columns):
+        labels["findings"] = torch.tensor([float(labels[k]) for k in NEURO_FINDINGS])
+    labels.update(mask=c["mask"], study=it["study_index"], modality=MODALITIES.index(c["modality"]),
+                  window=CT_WINDOW_NAMES.index(c["window"]) if c["window"] else -1)
+    return (self.transform(x) if self.transform else x), labels
 
 # %% ../../nbs/domains/14_neuro.ipynb #b6ffa461
 class StudyBatchSampler(Sampler):
@@ -625,33 +832,55 @@ class StudyBatchSampler(Sampler):
         return n // k if self.drop_last else math.ceil(n / k)
 
 # %% ../../nbs/domains/14_neuro.ipynb #040013c3
-def make_neuro_fixture(root, shape=(6, 16, 14), seed: int = 0) -> dict:
-    "Write three small studies (DICOM axial + NIfTI, DICOM sagittal, NIfTI MR) and `labels.csv`; return `{series path: volume}`."
+def _sagittal(vol: np.ndarray) -> np.ndarray:
+    "Display-order planes (D, H, W) as the slices of a sagittal series with orientation (0, 1, 0, 0, 0, -1): (W, D, H), right first."
+    return np.ascontiguousarray(vol[::-1, :, ::-1].transpose(2, 0, 1))
+
+def write_neuro_fixture(root, seed: int = 0) -> dict:
+    """Five small studies in seed 004's layout, irregular as real ones: axial CT DICOM + its NIfTI copy, sagittal CT DICOM,
+    MR NIfTI, MR DICOM, and an axial CT with its 3rd slice missing; different shapes and spacings; `labels.csv` (study_id)."""
     root = Path(root)
-    a, b = head_phantom(shape, bleed=True, seed=seed), head_phantom(shape, bleed=False, seed=seed + 1)
-    mr = np.clip(head_phantom(shape, bleed=False, seed=seed + 2) + 1000, 0, 1200) / 4
-    write_dicom_series(root / "s001/CT_HEAD_BRAIN", a, seed=seed)
-    write_nifti(root / "s001/ct_bone.nii.gz", a)
-    write_dicom_series(root / "s002/CT_SAG", b, spacing=(1.0, 0.5, 0.5), orientation=(0, 1, 0, 0, 0, -1), seed=seed + 1)
-    write_nifti(root / "s003/t1_mr.nii.gz", mr)
-    pd.DataFrame({"study": ["s001", "s002", "s003"], "haemorrhage": [1, 0, 0], "fracture": [0, 1, 0], "mass": [0, 0, 1],
-                  "split": ["train", "train", "test"]}).to_csv(root / "labels.csv", index=False)
-    return {root / "s001/CT_HEAD_BRAIN": a, root / "s001/ct_bone.nii.gz": a, root / "s002/CT_SAG": b, root / "s003/t1_mr.nii.gz": mr}
+    ct = lambda shape, k, bleed=True: head_phantom(shape, bleed=bleed, seed=seed + k)
+    mr = lambda shape, k: np.round(np.clip(head_phantom(shape, bleed=False, seed=seed + k) + 1000, 0, 1200) / 2)
+    v = {"ct_axial": ct((20, 40, 36), 0), "ct_sagittal": ct((16, 44, 40), 1, False), "mr_nifti": mr((18, 36, 30), 2),
+         "mr_dicom": mr((14, 32, 32), 3), "ct_missing": ct((24, 40, 40), 4)}
+    write_dicom_series(root / "ct_axial/CT_BrainWindow", v["ct_axial"], spacing=(7.5, 4.5, 5.0), seed=seed)
+    write_nifti(root / "ct_axial/ct_BoneWindow.nii.gz", v["ct_axial"], spacing=(7.5, 4.5, 5.0))
+    write_dicom_series(root / "ct_sagittal/CT_sag_blood", _sagittal(v["ct_sagittal"]), spacing=(4.5, 9.0, 4.0),
+                       orientation=(0, 1, 0, 0, 0, -1), slope=0.5, intercept=-2048, seed=seed + 1)
+    write_nifti(root / "mr_nifti/t1.nii.gz", v["mr_nifti"], spacing=(8.0, 5.0, 6.0))
+    write_dicom_series(root / "mr_dicom/T2_AX", v["mr_dicom"], spacing=(10.0, 5.5, 5.5), intercept=0.0, modality="MR", seed=seed + 3)
+    files = write_dicom_series(root / "ct_missing/CT_HEAD", v["ct_missing"], spacing=(6.0, 4.5, 4.5), seed=seed + 4)
+    files[2].unlink()
+    rng = np.random.default_rng(seed)
+    pd.DataFrame({"study_id": list(v), **{k: rng.integers(0, 2, len(v)) for k in NEURO_FINDINGS},
+                  "split": ["train", "train", "train", "test", "test"]}).to_csv(root / "labels.csv", index=False)
+    return v
 
 # %% ../../nbs/domains/14_neuro.ipynb #939a56f8
+def weighted_windows(windows, probs) -> list:
+    "`windows` repeated in proportion to `probs` (to 1/100), so that `CTWindow`'s uniform pick samples them with those probabilities."
+    p = np.asarray(probs, dtype=np.float64)
+    if len(p) != len(windows) or (p < 0).any() or not p.sum() > 0:
+        raise ValueError(f"window_probs must be {len(windows)} non-negative numbers with a positive sum, got {probs!r}")
+    counts = np.round(p / p.sum() * 100).astype(int)
+    counts //= np.gcd.reduce(counts[counts > 0])
+    return [w for w, c in zip(windows, counts) for _ in range(c)]
+
 def volume_views(size=64, local_size=None, n_global: int = 2, n_local: int = 0,
                  windows=("brain", "subdural", "bone"), fg_threshold: float | None = None, permute_p: float = 0.5,
-                 noise=(0.0, 0.03)) -> MultiView:
-    "Views of volumes (1, D, H, W): foreground crop, CT window (HU → [0, 1]; `windows=None` for [0, 1] input), flips, axes, intensity."
+                 noise=(0.0, 0.03), window_probs=None, augment: bool = True) -> MultiView:
+    """Views of volumes (1, D, H, W): foreground crop, CT window (HU → [0, 1]; `windows=None` for [0, 1] input; sampled with
+    `window_probs`, uniform by default), flips and axis permutations (`augment`), intensity."""
     thr = fg_threshold if fg_threshold is not None else (-500.0 if windows else 0.0)
+    if windows and window_probs is not None: windows = weighted_windows(windows, window_probs)
     def tf(sz):
         sz = triple(sz)
-        ops = [ForegroundCrop(sz, thr)] + ([CTWindow(windows)] if windows else [Clamp()]) + [RandomFlip3d()]
-        if len(set(sz)) == 1: ops.append(RandomAxisPermute(permute_p))
+        ops = [ForegroundCrop(sz, thr)] + ([CTWindow(windows)] if windows else [Clamp()]) + ([RandomFlip3d()] if augment else [])
+        if augment and len(set(sz)) == 1: ops.append(RandomAxisPermute(permute_p))
         ops += [RandomGamma(), BrightnessContrast(), GaussianNoise(noise, sample_ndim=4), Clamp()]
         return Compose(*ops, sample_ndim=4, sample_shape="(1, D, H, W)", channels=1, name="volume_views")
     return MultiView(tf(size), tf(local_size or triple(size)[0] // 2) if n_local else None, n_global, n_local)
-
 
 # %% ../../nbs/domains/14_neuro.ipynb #4038b300
 def neuro_eval(size=64, windows=("brain", "subdural", "bone"), **_):
@@ -659,10 +888,62 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), **_):
     win, resize = (CTWindow([windows[0]]) if windows else (lambda x: x.clamp(0, 1))), resize_to(size, "trilinear")
     return lambda x: resize(win(x))
 
+# %% ../../nbs/domains/14_neuro.ipynb #6c8c2367
+def _one_of(mapping: dict, key: str) -> Callable:
+    "A translation of a seed value through `mapping`; a value it lacks is an error naming the seed key."
+    def fn(v):
+        if str(v) not in mapping: raise ValueError(f"seed key {key!r}: value {v!r} has no sslmed equivalent; known: {sorted(mapping)}")
+        return mapping[str(v)]
+    return fn
+
+def _modes(v: dict) -> dict:
+    "Seed 004's `mode_mapping` (study → mri|ct) as `NeuroStudies`' (checked on construction)."
+    return {str(k): str(m).lower() for k, m in (v or {}).items()}
+
+_DS, _LD = "data.dataset.train.params.", "data.loader.train."
+NEURO_SEED_KEYS = {
+    "data.raw_data_dir": "data_root", "data.data_dir": "data_root", "data.cache_dir": "data.cache_dir",
+    "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
+    "data.dataset.train.studies": "data.studies",
+    _DS + "max_crop_size": "data.max_crop_size", _DS + "ct_window_probs": "views.window_probs", _DS + "augment": "views.augment",
+    _DS + "random_crop": None,  # the views always crop at random inside the head (ForegroundCrop)
+    _DS + "tokenize": None,     # the encoders tokenise
+    _LD + "batch_size": "batch_size", _LD + "num_workers": "num_workers",
+    _LD + "use_study_sampler": None, _LD + "collate_fn.remove_background": None, _LD + "collate_fn.patch_drop_rate": None,
+    "system.which": ("method", _one_of({"VisionPretrainingSystem": "ema_jepa", "VisionClassificationSystem": "supervised"}, "system.which")),
+    "system.params.vision_backbone_cf.which": ("encoder", _one_of({"vit_tiny": "vit3d_tiny", "vit_small": "vit3d_small"}, "vision_backbone_cf.which")),
+    "system.params.loss_cf.which": ("method", _one_of({"jepa": "ema_jepa", "bce": "supervised"}, "loss_cf.which")),
+    "system.params.predictor_cf.dim": "method_kw.pred_dim", "system.params.predictor_cf.depth": "method_kw.pred_depth",
+    "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": None,  # intensity augmentation is always on
+    "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
+    "system.params.opt_cf.params.lr": "lr", "system.params.opt_cf.params.weight_decay": "weight_decay",
+    "system.params.schd_cf.which": ("warmup_steps", _one_of({"cos_linear_warmup": None}, "schd_cf.which")),
+    "system.params.schd_cf.params.num_warmup_steps": None, "system.params.schd_cf.params.num_cycles": None,
+    "system.params.schd_cf.params.ipe_scale": None,
+    "training.trainer_params.max_epochs": None, "training.trainer_params.gradient_clip_val": "grad_clip",
+    "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
+    "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": None,
+    "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": None,
+    "training.resume_checkpoint": "resume_from", "infra.num_gpus": None, "infra.num_nodes": None,
+    "infra.wandb_project": ("wandb", bool)}
+# the guide also spells these at the top level of `loader` and `dataset`, and `loader` inside `data`
+for _k, _v in list(NEURO_SEED_KEYS.items()):
+    if _k.startswith(_LD): NEURO_SEED_KEYS.update({"loader.train." + _k[len(_LD):]: _v, "loader." + _k[len(_LD):]: _v})
+    if _k.startswith(_DS): NEURO_SEED_KEYS["dataset.params." + _k[len(_DS):]] = _v
+
+# %% ../../nbs/domains/14_neuro.ipynb #97a253c3
+def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config") -> list[str]:
+    "`seed_overrides` for seed 004's config; its `data.mode_mapping` (study → modality) travels as one mapping, not one key per study."
+    cfg = json.loads(json.dumps(seed_cfg))
+    modes = (cfg.get("data") or {}).pop("mode_mapping", None)
+    out = seed_overrides(cfg, NEURO_SEED_KEYS, source)
+    return out + ([f"data.mode_mapping={json.dumps(_modes(modes))}"] if modes is not None else [])
+
 # %% ../../nbs/domains/14_neuro.ipynb #8bc40400
 DOMAIN = register_domain(Domain(
     "neuro", in_chans=1, views=volume_views, eval_tf=neuro_eval, label_key="findings",
     tasks={"findings": Task("multilabel", len(NEURO_FINDINGS), "auroc")},
     datasets={"phantom": phantom_factory(NeuroPhantom), "neuro_studies": reader_factory(NeuroStudies)},
     encoder="vit3d_small", real_splits={"neuro_studies": ("train", "test")},
-    eval_sizes={"smoke": dict(train=64, test=32)}))  # phantom items are series: n studies x n_series
+    eval_sizes={"smoke": dict(train=64, test=32)},  # phantom items are series: n studies x n_series
+    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS))
