@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/data.html.md"""
 
 # %% ../../nbs/08_data.ipynb #83ec1d4c
 from __future__ import annotations
-import csv, warnings
+import csv, io, warnings, zlib
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 import numpy as np
@@ -20,8 +20,8 @@ from ..core import atomic_path
 # %% auto #0
 __all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'inside_root', 'check_unique',
            'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine',
-           'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'read_image', 'to_tensor_image',
-           'ReaderDataset', 'ImageFiles']
+           'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
+           'to_tensor_image', 'ReaderDataset', 'ImageFiles']
 
 # %% ../../nbs/08_data.ipynb #719b5762
 class DataError(ValueError):
@@ -167,13 +167,34 @@ def atomic_torch_save(obj, path) -> Path:
     "`torch.save(obj, path)`, atomically."
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
+# %% ../../nbs/08_data.ipynb #0022fd2e
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+def verify_png(data: bytes, path) -> bytes:
+    "`data` unchanged if it is a PNG whose every chunk has the right CRC and which ends with IEND; else a `DataError`."
+    if data[:8] != _PNG_SIGNATURE: raise DataError(path, "image", "not a PNG file (bad signature)")
+    pos = 8
+    while pos + 12 <= len(data):
+        n, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        end = pos + 8 + n
+        if end + 4 > len(data): break
+        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise DataError(path, "image", f"corrupt PNG: CRC mismatch in chunk {kind!r} at byte {pos}")
+        if kind == b"IEND": return data
+        pos = end + 4
+    raise DataError(path, "image", "truncated PNG: no IEND chunk")
+
+
 # %% ../../nbs/08_data.ipynb #1459400f
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 def read_image(path, mode: str = "RGB") -> np.ndarray:
     "Decode an image into (H, W) for `mode='L'` or (H, W, 3) for `'RGB'`: uint8, or uint16 at full precision for 16-bit files."
     try:
-        with Image.open(path) as im:
+        if isinstance(path, (str, Path)):
+            data = Path(path).read_bytes()
+            if data[:8] == _PNG_SIGNATURE: verify_png(data, path)
+        with Image.open(io.BytesIO(data) if isinstance(path, (str, Path)) else path) as im:
             im.load()  # PIL decodes lazily: force it here so truncation is caught now
             if im.mode == "F": raise DataError(path, "image mode", "floating-point images are not supported; export 8- or 16-bit")
             if im.mode not in _SIXTEEN_BIT: return np.asarray(im.convert(mode))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from PIL import Image, ImageDraw
 from skimage.draw import polygon as draw_polygon
-from ..data.core import (DataError, Quarantine, ReaderDataset, ImageFiles, require_root, require_file,
+from ..data.core import (verify_png, DataError, Quarantine, ReaderDataset, ImageFiles, require_root, require_file,
                               read_image, to_tensor_image, inside_root, check_unique, check_int_label)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
@@ -31,8 +31,8 @@ from ..domain import Domain, Task, register_domain, phantom_factory, reader_fact
 # %% auto #0
 __all__ = ['ANGIO_SEGMENTS', 'ARCADE_SOURCE', 'ARCADE_LAYOUT', 'ARCADE_CATEGORIES', 'ARCADE_PRETRAIN_FRAMES', 'ARCADE_SEED_KEYS',
            'DOMAIN', 'AngioPhantom', 'read_coco', 'parse_polygons', 'polygons_to_mask', 'check_inside',
-           'check_categories', 'verify_png', 'read_frame', 'resize_frame', 'resize_mask', 'make_arcade_fixture',
-           'find_annotations', 'resolve_frame', 'ARCADE', 'ARCADEFrames', 'angio_views', 'angio_eval', 'arcade_dataset',
+           'check_categories', 'read_frame', 'resize_frame', 'resize_mask', 'make_arcade_fixture', 'find_annotations',
+           'resolve_frame', 'ARCADE', 'ARCADEFrames', 'angio_views', 'angio_eval', 'arcade_dataset',
            'seed_epochs_to_steps']
 
 # %% ../../nbs/domains/11_angio.ipynb #2082c70a
@@ -255,22 +255,6 @@ def check_categories(categories: list, file) -> dict:
     return {i: 1 + ARCADE_CATEGORIES.index(n) for i, n in zip(ids, names)}
 
 # %% ../../nbs/domains/11_angio.ipynb #ed05e2de
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-def verify_png(data: bytes, path) -> bytes:
-    "`data` unchanged if it is a PNG whose every chunk has the right CRC and which ends with IEND; else a `DataError`."
-    if data[:8] != _PNG_SIGNATURE: raise DataError(path, "image", "not a PNG file (bad signature)")
-    pos = 8
-    while pos + 12 <= len(data):
-        n, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
-        end = pos + 8 + n
-        if end + 4 > len(data): break
-        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
-            raise DataError(path, "image", f"corrupt PNG: CRC mismatch in chunk {kind!r} at byte {pos}")
-        if kind == b"IEND": return data
-        pos = end + 4
-    raise DataError(path, "image", "truncated PNG: no IEND chunk")
-
 def read_frame(path) -> np.ndarray:
     "A grayscale frame (H, W), uint8 or uint16 at full precision, after checking the PNG's chunk CRCs."
     path = Path(path)
