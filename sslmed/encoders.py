@@ -18,8 +18,8 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 
 # %% auto #0
-__all__ = ['ENCODERS', 'sincos_pos_embed', 'check_keep', 'gather_tokens', 'Encoder', 'ViTND', 'ViT1D', 'ViT3D', 'TimmViT',
-           'TimmFeatures', 'create_encoder', 'Projector', 'Predictor']
+__all__ = ['ENCODERS', 'sincos_pos_embed', 'check_keep', 'gather_tokens', 'Encoder', 'ViTND', 'ViT1D', 'ViT3D', 'patch_keep_mask',
+           'ConvStem', 'ResBlock', 'CNN3D', 'TimmViT', 'TimmFeatures', 'create_encoder', 'Projector', 'Predictor']
 
 # %% ../nbs/02_encoders.ipynb #e234c619
 def sincos_pos_embed(grid: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
@@ -87,18 +87,21 @@ def _init_vit(m: nn.Module):
         nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))  # as a Linear on the flattened patch (MAE)
 
 class ViTND(Encoder):
-    "ViT over (B, C, *spatial) inputs with 1-3 spatial axes: conv patch embedding, sin-cos or learned positions, timm blocks."
+    "ViT over (B, C, *spatial) inputs with 1-3 spatial axes: patchify conv or conv stem, sin-cos or learned positions, timm blocks."
     def __init__(self, spatial_dims: int, in_chans: int, patch_size, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float = 4.0, pos: str = "sincos", size=None, qkv_bias: bool = True,
-                 drop_path_rate: float = 0.0, name: str | None = None):
+                 drop_path_rate: float = 0.0, name: str | None = None, stem: str = "patch",
+                 stem_widths: Sequence[int] | None = None, stem_norm: str = "bn"):
         super().__init__()
         if spatial_dims not in _CONV: raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
         if pos not in ("sincos", "learned"): raise ValueError(f"pos must be 'sincos' or 'learned', got {pos!r}")
-        self.spatial_dims, self.in_chans, self.embed_dim, self.pos = spatial_dims, in_chans, embed_dim, pos
+        if stem not in ("patch", "conv"): raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
+        self.spatial_dims, self.in_chans, self.embed_dim, self.pos, self.stem = spatial_dims, in_chans, embed_dim, pos, stem
         self.name = name or f"vit{spatial_dims}d"
         self.patch_size = _ntuple(patch_size, spatial_dims)
         self.size = None if size is None else _ntuple(size, spatial_dims)
-        self.patch_embed = _CONV[spatial_dims](in_chans, embed_dim, self.patch_size, stride=self.patch_size)
+        if stem == "patch": self.patch_embed = _CONV[spatial_dims](in_chans, embed_dim, self.patch_size, stride=self.patch_size)
+        else: self.patch_embed = ConvStem(spatial_dims, in_chans, embed_dim, self.patch_size, stem_widths, stem_norm)
         self.pos_embed = None
         if pos == "learned":
             if self.size is None: raise ValueError(f"{self.name}: learned positions need the input size (seq_len / img_size)")
@@ -110,8 +113,10 @@ class ViTND(Encoder):
         self.norm = norm(embed_dim)
         self._sincos = {}
         self.apply(_init_vit)
+        if stem == "conv": self.patch_embed.init_weights()
 
-    def extra_repr(self): return f"name={self.name}, patch_size={self.patch_size}, pos={self.pos}, size={self.size}"
+    def extra_repr(self):
+        return f"name={self.name}, patch_size={self.patch_size}, pos={self.pos}, size={self.size}" + (", stem=conv" if self.stem == "conv" else "")
 
     def expected_shape(self) -> str:
         axes = _AXES[self.spatial_dims]
@@ -139,6 +144,9 @@ class ViTND(Encoder):
     def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
         _check_input(x, self.name)
         grid = self.grid_size(x.shape)
+        if keep is not None and self.stem == "conv":  # overlapping receptive fields: hide the dropped patches' input
+            keep = check_keep(keep, x.shape[0], math.prod(grid), x.device)
+            x = x * patch_keep_mask(keep, grid, self.patch_size).to(x.dtype)
         t = self.patch_embed(x).flatten(2).transpose(1, 2)
         t = t + self.positions(grid, t.device, t.dtype)
         if keep is not None: t = gather_tokens(t, check_keep(keep, x.shape[0], t.shape[1], t.device))
@@ -155,6 +163,113 @@ class ViT3D(ViTND):
     def __init__(self, in_chans: int = 1, img_size=96, patch_size: int = 16, embed_dim: int = 384, depth: int = 12,
                  num_heads: int = 6, pos: str = "sincos", **kw):
         super().__init__(3, in_chans, patch_size, embed_dim, depth, num_heads, pos=pos, size=img_size, **kw)
+
+# %% ../nbs/02_encoders.ipynb #91f24455
+def patch_keep_mask(keep: Tensor, grid: Sequence[int], patch_size: Sequence[int]) -> Tensor:
+    "1 on the input voxels of the kept patches `keep` (B, n_keep) on the token grid `grid`, 0 elsewhere: (B, 1, *grid·patch) bool."
+    grid, patch_size = tuple(int(g) for g in grid), tuple(int(p) for p in patch_size)
+    m = torch.zeros(keep.shape[0], math.prod(grid), dtype=torch.bool, device=keep.device)
+    m = m.scatter(1, keep, True).view(keep.shape[0], 1, *grid)
+    for ax, p in enumerate(patch_size): m = m.repeat_interleave(p, dim=2 + ax)
+    return m
+
+# %% ../nbs/02_encoders.ipynb #46964ad9
+def _norm_layer(norm: str, spatial_dims: int, c: int) -> nn.Module:
+    if norm == "bn": return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims](c)
+    if norm == "gn": return nn.GroupNorm(math.gcd(c, 8), c)
+    raise ValueError(f"norm must be 'bn' or 'gn', got {norm!r}")
+
+class ConvStem(nn.Sequential):
+    "Early convolutions (Xiao et al. 2021): stride-2 3-wide conv-norm-ReLU layers, then a conv to `embed_dim`; the patchify grid."
+    def __init__(self, spatial_dims: int, in_chans: int, embed_dim: int, patch_size, widths: Sequence[int] | None = None,
+                 norm: str = "bn"):
+        patch = _ntuple(patch_size, spatial_dims)
+        strides, rest = [], list(patch)
+        while any(r % 2 == 0 for r in rest):
+            s = tuple(2 if r % 2 == 0 else 1 for r in rest)
+            strides.append(s)
+            rest = [r // a for r, a in zip(rest, s)]
+        if not strides: raise ValueError(f"a convolutional stem needs a patch size with a factor of 2 on some axis, got {patch}")
+        n = len(strides)
+        widths = [max(8, embed_dim // 2 ** (n - i)) for i in range(n)] if widths is None else [int(w) for w in widths]
+        if len(widths) != n: raise ValueError(f"patch {patch} needs {n} stem widths (one per stride-2 layer), got {widths}")
+        Conv, layers, c = _CONV[spatial_dims], [], in_chans
+        for w, s in zip(widths, strides):
+            layers += [Conv(c, w, 3, stride=s, padding=1, bias=False), _norm_layer(norm, spatial_dims, w), nn.ReLU(inplace=True)]
+            c = w
+        super().__init__(*layers, Conv(c, embed_dim, tuple(rest), stride=tuple(rest)))
+        self.patch_size, self.strides, self.widths = patch, strides, widths
+
+    def init_weights(self):
+        "He initialisation of the stride-2 convolutions, unit/zero norms; the last convolution as a Linear on its input."
+        for m in list(self)[:-1]:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+        _init_vit(self[-1])
+        return self
+
+# %% ../nbs/02_encoders.ipynb #44a9a644
+class ResBlock(nn.Module):
+    "Basic residual block: conv3-norm-ReLU-conv3-norm + shortcut (strided 1×1 conv-norm when the shape changes), ReLU."
+    def __init__(self, spatial_dims: int, c_in: int, c_out: int, stride: int = 1, norm: str = "bn"):
+        super().__init__()
+        Conv = _CONV[spatial_dims]
+        self.conv1 = Conv(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _norm_layer(norm, spatial_dims, c_out)
+        self.conv2 = Conv(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = _norm_layer(norm, spatial_dims, c_out)
+        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else
+                         nn.Sequential(Conv(c_in, c_out, 1, stride=stride, bias=False), _norm_layer(norm, spatial_dims, c_out)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        return F.relu(y + self.shortcut(x))
+
+# %% ../nbs/02_encoders.ipynb #f7601659
+class CNN3D(Encoder):
+    "A small 3D ResNet: full-resolution conv stem, stages of residual blocks each halving the grid; last-map voxels are tokens."
+    def __init__(self, in_chans: int = 1, widths: Sequence[int] = (32, 64, 128), depths: Sequence[int] = (1, 1, 1),
+                 stem_width: int = 16, embed_dim: int | None = None, norm: str = "bn", name: str | None = None):
+        super().__init__()
+        widths, depths = [int(w) for w in widths], [int(d) for d in depths]
+        if not widths or len(widths) != len(depths) or min(depths) < 1:
+            raise ValueError(f"CNN3D needs one depth >= 1 per stage width, got widths={widths}, depths={depths}")
+        self.in_chans, self.name, self.spatial_dims = in_chans, name or "cnn3d", 3
+        self.patch_size = (2 ** len(widths),) * 3
+        self.stem = nn.Sequential(nn.Conv3d(in_chans, stem_width, 3, padding=1, bias=False),
+                                  _norm_layer(norm, 3, stem_width), nn.ReLU(inplace=True))
+        stages, c = [], stem_width
+        for w, d in zip(widths, depths):
+            stages.append(nn.Sequential(*[ResBlock(3, c if j == 0 else w, w, 2 if j == 0 else 1, norm) for j in range(d)]))
+            c = w
+        self.stages = nn.Sequential(*stages)
+        self.proj = nn.Identity() if embed_dim is None else nn.Conv3d(c, embed_dim, 1)
+        self.embed_dim = c if embed_dim is None else int(embed_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        for m in self.modules():
+            if isinstance(m, ResBlock): nn.init.zeros_(m.norm2.weight)
+
+    def extra_repr(self): return f"name={self.name}, patch_size={self.patch_size}"
+
+    def expected_shape(self) -> str:
+        p = self.patch_size[0]
+        return f"(B, {self.in_chans}, D, H, W) with D, H, W multiples of {p}"
+
+    def grid_size(self, shape) -> tuple[int, ...]:
+        shape = tuple(shape)
+        ok = len(shape) == 5 and shape[1] == self.in_chans and all(s >= p and s % p == 0 for s, p in zip(shape[2:], self.patch_size))
+        if not ok: raise ValueError(f"{self.name} expects input of shape {self.expected_shape()}, got {shape}")
+        return tuple(s // p for s, p in zip(shape[2:], self.patch_size))
+
+    def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        _check_input(x, self.name)
+        grid = self.grid_size(x.shape)
+        if keep is not None:
+            keep = check_keep(keep, x.shape[0], math.prod(grid), x.device)
+            x = x * patch_keep_mask(keep, grid, self.patch_size).to(x.dtype)
+        t = self.proj(self.stages(self.stem(x))).flatten(2).transpose(1, 2)
+        return t if keep is None else gather_tokens(t, keep)
 
 # %% ../nbs/02_encoders.ipynb #0d7a4793
 class TimmViT(Encoder):
@@ -238,10 +353,14 @@ ENCODERS = {
     "vit1d_small": partial(ViT1D, embed_dim=384, depth=8, num_heads=6),
     "vit3d_tiny": partial(ViT3D, embed_dim=192, depth=6, num_heads=3),
     "vit3d_small": partial(ViT3D, embed_dim=384, depth=12, num_heads=6),
+    "vit3d_tiny_convstem": partial(ViT3D, embed_dim=192, depth=6, num_heads=3, stem="conv"),
+    "vit3d_small_convstem": partial(ViT3D, embed_dim=384, depth=12, num_heads=6, stem="conv"),
+    "cnn3d_tiny": partial(CNN3D, widths=(16, 32, 64), depths=(1, 1, 1), stem_width=8),
+    "cnn3d_small": partial(CNN3D, widths=(32, 64, 128), depths=(1, 1, 1), stem_width=16),
 }
 
 def create_encoder(name: str, in_chans: int, **kw) -> Encoder:
-    "An `Encoder` by name: `vit1d_tiny|small`, `vit3d_tiny|small` or any timm model (never pretrained, no classifier)."
+    "An `Encoder` by name: `vit1d_*`, `vit3d_*` (`*_convstem`), `cnn3d_tiny|small` or any timm model (never pretrained, no classifier)."
     if kw.pop("pretrained", False): raise ValueError("sslmed never loads pretrained weights: drop pretrained=True")
     if name in ENCODERS: return ENCODERS[name](in_chans=in_chans, name=name, **kw)
     if timm.is_model(name):
