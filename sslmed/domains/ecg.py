@@ -250,11 +250,16 @@ def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: S
     try: h = wfdb.rdheader(rec)
     except Exception as e: raise DataError(hea, "header", f"wfdb cannot parse it ({type(e).__name__}: {e})") from None
     names, units = _check_header(h, hea, fs, length, leads)
-    try: sig, _ = wfdb.rdsamp(rec)
+    try: r = wfdb.rdrecord(rec, physical=False)
     except FileNotFoundError as e:
         raise DataError(e.filename or dat, "signal", "signal file not found (header without data)") from None
     except Exception as e:  # wfdb raises several types for short or corrupt signal files
         raise DataError(dat, "signal", f"wfdb cannot read the samples ({type(e).__name__}: {e})") from None
+    if r.checksum is not None:  # the header's 16-bit sum of each signal: catches altered samples
+        got = r.d_signal.astype(np.int64).sum(0) % 65536
+        bad = [names[k] for k, (a, b) in enumerate(zip(got, r.checksum)) if b is not None and a != int(b) % 65536]
+        if bad: raise DataError(dat, "checksum", f"the samples of lead(s) {bad} do not add up to the header's checksums: altered or corrupt")
+    sig = r.dac(return_res=64)  # physical units; the invalid-sample code becomes NaN
     order = [names.index(l) for l in leads]
     x = (sig[:, order] * np.array([_TO_MV[units[k]] for k in order])).T.astype(np.float32)
     bad = ~np.isfinite(x)
@@ -513,6 +518,7 @@ def write_ecg_npy(records: Sequence, out, fs: int = 500, seconds: float = 10.0, 
                   max_abs_mv: float = MAX_ABS_MV) -> pd.DataFrame:
     "Convert WFDB `records` into one float16 `.npy` (N, len(leads), fs·seconds) at `out`, resuming an interrupted run."
     check_on_error(on_error)
+    quarantine = Quarantine() if quarantine is None else quarantine
     records = [str(r) for r in records]
     if not records: raise ValueError("write_ecg_npy needs at least one record")
     out, T, n = Path(out), int(round(fs * seconds)), len(records)
