@@ -365,7 +365,7 @@ def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 3: raise DataError(p, "shape", f"expected a 3D volume, got shape {data.shape}")
     return data, check_affine(affine, p)
 
-# %% ../../nbs/domains/14_neuro.ipynb #69a0f4fe
+# %% ../../nbs/domains/14_neuro.ipynb #cec4b0d4
 def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
     data, affine = nifti_volume(path)
@@ -412,7 +412,7 @@ def _slice_header(f: Path):
     if "RescaleIntercept" in ds: _numbers(ds, f, "RescaleIntercept", 1)
     return ds
 
-# %% ../../nbs/domains/14_neuro.ipynb #368e84e4
+# %% ../../nbs/domains/14_neuro.ipynb #e4530773
 def regular_slices(vol: np.ndarray, pos: np.ndarray, files: Sequence[Path]) -> tuple[np.ndarray, float]:
     "Slices at sorted positions `pos` on a regular grid (step: the median gap), linearly interpolated where slices are missing."
     gaps = np.diff(pos)
@@ -431,7 +431,7 @@ def regular_slices(vol: np.ndarray, pos: np.ndarray, files: Sequence[Path]) -> t
                   f"resampled linearly onto {n} slices", DataWarning, stacklevel=2)
     return (1 - w) * vol[i] + w * vol[i + 1], step
 
-# %% ../../nbs/domains/14_neuro.ipynb #932f558a
+# %% ../../nbs/domains/14_neuro.ipynb #1a8cb895
 def _check_series(slices):
     "Every slice of one series: one `SeriesInstanceUID`, equal rows, columns, orientation and pixel spacing."
     f0, d0 = slices[0]
@@ -536,7 +536,7 @@ def head_phantom(shape=(6, 16, 14), bleed: bool = True, seed: int = 0) -> np.nda
     vol[(np.abs(y + 0.35) < 0.15) & (np.abs(x) < 0.15) & (np.abs(z) < 0.5)] = -900.0   # air pocket inside the head
     return np.round(vol)
 
-# %% ../../nbs/domains/14_neuro.ipynb #bc6a67cb
+# %% ../../nbs/domains/14_neuro.ipynb #c9ef6829
 AXCODES = "SPL"  # display order: inferior→superior, anterior→posterior, patient right→left
 AIR_HU = -1024.0
 
@@ -578,7 +578,7 @@ def head_mask(vol: np.ndarray, mode: str) -> np.ndarray:
     if n > 1: fg = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
     return ndimage.binary_fill_holes(fg)
 
-# %% ../../nbs/domains/14_neuro.ipynb #d4ed6ed2
+# %% ../../nbs/domains/14_neuro.ipynb #a4db750e
 def crop_to_head(vol: np.ndarray, size: Sequence[int], file="<volume>") -> tuple[np.ndarray, np.ndarray]:
     "The box of `size` (D, H, W) centred on the head mask's bounding box, air (-1024 HU) where it leaves the volume, and its head mask."
     mask = head_mask(vol, "ct")  # > -500: HU, or MR already mapped to pseudo-HU
@@ -590,7 +590,7 @@ def crop_to_head(vol: np.ndarray, size: Sequence[int], file="<volume>") -> tuple
     out[dst], m[dst] = vol[src], mask[src]
     return out, m
 
-# %% ../../nbs/domains/14_neuro.ipynb #688bec63
+# %% ../../nbs/domains/14_neuro.ipynb #a7c66fa3
 MODALITIES = ("ct", "mri")
 CT_WINDOW_NAMES = ("brain", "blood", "bone")
 MODE_VALUES = {"ct": "ct", "mri": "mri", "mr": "mri", "brain": "ct", "blood": "ct", "bone": "ct", "all": "ct"}
@@ -638,7 +638,7 @@ def foreground_patches(mask: torch.Tensor, patch_size: Sequence[int], min_fracti
     frac = mask.float().reshape(*batch, *split).mean(dim=[len(batch) + 2 * i + 1 for i in range(k)])
     return frac.reshape(*batch, -1) > min_fraction
 
-# %% ../../nbs/domains/14_neuro.ipynb #e73b6481
+# %% ../../nbs/domains/14_neuro.ipynb #2bf703ce
 def token_keep(mask: torch.Tensor, patch_size: Sequence[int], remove_background: bool = True, patch_drop_rate: float = 0.0,
                generator: torch.Generator | None = None) -> torch.Tensor:
     "Bool (B, n_patches): the tokens to keep, as seed 004's collate: foreground only (`remove_background`), minus a random `patch_drop_rate` of them."
@@ -676,7 +676,7 @@ def read_series(it: dict) -> tuple[np.ndarray, np.ndarray, str]:
     if not np.isfinite(vol).all(): raise DataError(it["path"], "voxels", f"{int((~np.isfinite(vol)).sum())} NaN/Inf voxels")
     return vol, affine, tag
 
-# %% ../../nbs/domains/14_neuro.ipynb #f4a55073
+# %% ../../nbs/domains/14_neuro.ipynb #36852f07
 class NeuroStudies(ReaderDataset):
     """Brain CT/MRI studies of NIfTI or DICOM series, one item per series: `(x (1, D, H, W) float32, labels)`, x in HU (CT) or
     MR mapped to pseudo-HU, resampled to `spacing` mm in display orientation, cropped/padded around the head to
@@ -725,7 +725,7 @@ class NeuroStudies(ReaderDataset):
         m = self._mapped(study, path)
         return (m[1] if m and m[1] else None) or detect_window(Path(path).relative_to(self.root))
 
-# %% ../../nbs/domains/14_neuro.ipynb #38b8e636
+# %% ../../nbs/domains/14_neuro.ipynb #35454534
 @patch
 def _read_labels(self: NeuroStudies, labels_csv, label_columns, split, dirs):
     if labels_csv is None:
@@ -760,7 +760,7 @@ def _study_series(self: NeuroStudies, d: Path) -> list[dict]:
 @patch(as_prop=True)
 def study_ids(self: NeuroStudies) -> list[int]: return [it["study_index"] for it in self.items]
 
-# %% ../../nbs/domains/14_neuro.ipynb #77059e30
+# %% ../../nbs/domains/14_neuro.ipynb #086eafda
 @patch
 def cache_key(self: NeuroStudies, it: dict) -> str:
     "SHA-256 of the series files' paths and bytes and the preprocessing settings: a changed source gets a new key."
@@ -888,7 +888,7 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), **_):
     win, resize = (CTWindow([windows[0]]) if windows else (lambda x: x.clamp(0, 1))), resize_to(size, "trilinear")
     return lambda x: resize(win(x))
 
-# %% ../../nbs/domains/14_neuro.ipynb #6c8c2367
+# %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
 def _one_of(mapping: dict, key: str) -> Callable:
     "A translation of a seed value through `mapping`; a value it lacks is an error naming the seed key."
     def fn(v):
@@ -917,7 +917,7 @@ NEURO_SEED_KEYS = {
     "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": None,  # intensity augmentation is always on
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
     "system.params.opt_cf.params.lr": "lr", "system.params.opt_cf.params.weight_decay": "weight_decay",
-    "system.params.schd_cf.which": ("warmup_steps", _one_of({"cos_linear_warmup": None}, "schd_cf.which")),
+    "system.params.schd_cf.which": None,  # the trainer always warms up linearly, then decays by a cosine
     "system.params.schd_cf.params.num_warmup_steps": None, "system.params.schd_cf.params.num_cycles": None,
     "system.params.schd_cf.params.ipe_scale": None,
     "training.trainer_params.max_epochs": None, "training.trainer_params.gradient_clip_val": "grad_clip",
@@ -931,7 +931,7 @@ for _k, _v in list(NEURO_SEED_KEYS.items()):
     if _k.startswith(_LD): NEURO_SEED_KEYS.update({"loader.train." + _k[len(_LD):]: _v, "loader." + _k[len(_LD):]: _v})
     if _k.startswith(_DS): NEURO_SEED_KEYS["dataset.params." + _k[len(_DS):]] = _v
 
-# %% ../../nbs/domains/14_neuro.ipynb #97a253c3
+# %% ../../nbs/domains/14_neuro.ipynb #71ec8c76
 def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config") -> list[str]:
     "`seed_overrides` for seed 004's config; its `data.mode_mapping` (study → modality) travels as one mapping, not one key per study."
     cfg = json.loads(json.dumps(seed_cfg))
