@@ -415,6 +415,7 @@ class PTBXL(ReaderDataset):
         self.db_file, self.st_file = self.root / "ptbxl_database.csv", self.root / "scp_statements.csv"
         self.statements = read_csv(self.st_file, ["diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"],
                                    "ptbxl", index_col=0)
+        check_unique(self.statements.index, self.st_file, "scp_code")  # a statement defined twice is ambiguous
         self.vocab = {t: self._vocabulary(t) for t in {task, *self.labels.values()}}
         db = read_csv(self.db_file, ["ecg_id", "scp_codes", "strat_fold", self.col], "ptbxl", dtype={"scp_codes": str, self.col: str})
         rows = self._check(db.to_dict("records"), self._parse_row)
