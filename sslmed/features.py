@@ -22,9 +22,10 @@ from .sigreg import SIGReg
 from .metrics import *
 from .metrics import check_labels_int
 from .cam import eval_mode
+from .data.core import dataset_labels  # (also importable from here)
 
 # %% auto #0
-__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'module_device', 'extract_features', 'dataset_labels']
+__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'module_device', 'extract_features']
 
 # %% ../nbs/23_features.ipynb #c8ceb056
 def _hash_update(h, obj, prefix: str = ""):
@@ -160,21 +161,3 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
     if path is not None:
         with atomic_path(path) as tmp: torch.save({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, tmp)
     return feats
-
-# %% ../nbs/23_features.ipynb #d14ed797
-def dataset_labels(dataset, key: str, max_items: int | None = None) -> np.ndarray:
-    "Every item's label `key`: from the dataset's `labels` table when it has one (nothing rendered), else item by item."
-    table = getattr(dataset, "labels", None)
-    if callable(table): table = table()
-    if isinstance(table, dict):
-        if key not in table: raise KeyError(f"{type(dataset).__name__} has no label {key!r}; it has {sorted(table)}")
-        return np.asarray(torch.as_tensor(table[key]))
-    n = len(dataset) if max_items is None else min(len(dataset), max_items)
-    rows = []
-    for i in range(n):
-        labels = dataset[i][1]
-        if not isinstance(labels, dict) or key not in labels:
-            raise KeyError(f"item {i} of {type(dataset).__name__} has no label {key!r}")
-        rows.append(np.asarray(torch.as_tensor(labels[key])))
-    return np.stack(rows)
-

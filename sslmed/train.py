@@ -18,12 +18,13 @@ import yaml
 from torch import nn, Tensor
 from .core import atomic_path, atomic_write_text
 from .domain import get_domain, list_domains
+from .data.core import dataset_labels
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'ConfigError', 'check_config', 'TrainConfig',
            'apply_overrides', 'LARS', 'param_groups', 'build_optimizer', 'warmup_cosine', 'ResumableBatches',
-           'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable',
-           'save_backbone', 'load_encoder_weights', 'build_dataset', 'as_class_ids', 'tb_tags', 'wandb_run',
+           'PairBatches', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
+           'portable', 'save_backbone', 'load_encoder_weights', 'build_dataset', 'as_class_ids', 'tb_tags', 'wandb_run',
            'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint', 'open_run_dir',
            'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views', 'guard_sigreg', 'build_method',
            'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch', 'forward_loss', 'backward_micro',
@@ -54,7 +55,7 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "encoder": (_name, "an encoder name"),
     "views": (lambda v: v.get("chunk") is None or (type(v["chunk"]) is int and v["chunk"] >= 1),
               "a mapping whose 'chunk' (samples per view generator) is null or an integer >= 1"),
-    "optimizer": (lambda v: v in OPTIMIZERS, "adamw, lars or sgd"),
+    "optimizer": (lambda v: v in OPTIMIZERS, "adamw, lars or sgd"), "sampler": (lambda v: v in ("random", "pairs"), "random or pairs"),
     "lr": (lambda v: 0 < v < math.inf, "> 0 and finite"),
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -148,6 +149,7 @@ class TrainConfig:
     init_from: str | None = None        # a new run (fresh optimiser, step 0) whose encoder starts from this checkpoint or backbone
     overwrite: bool = False             # replace the run already in out_dir (its files are deleted); otherwise a new run refuses a non-empty out_dir
     num_workers: int = 0                # >= 0
+    sampler: str = "random"             # random | pairs: anchor-positive pairs of the domain's label (seed 002's triplet)
     device: str = "auto"                # auto | cpu | mps | cuda | cuda:N
     progress: bool = True
     wandb: bool = False                 # also log to Weights & Biases, offline, when wandb is installed
@@ -275,6 +277,49 @@ class ResumableBatches:
         for s in range(start, stop):
             idx = self.indices(s)
             for j in range(accum): yield idx[j * mb:(j + 1) * mb]
+
+# %% ../nbs/21_train.ipynb #aa73e474
+class PairBatches(torch.utils.data.Sampler):
+    "Batches of anchor–positive pairs (two items of one label), drawn per step from `(seed, step)`; resumable like `ResumableBatches`."
+    def __init__(self, labels, batch_size: int, steps: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0,
+                 accum: int = 1):
+        if batch_size < 2 or batch_size % 2: raise ValueError(f"batch_size must be an even number >= 2 (whole pairs), got {batch_size}")
+        y = np.asarray(labels).reshape(-1)
+        self.n, self.bs, self.steps, self.seed, self.rank, self.world, self.start, self.accum = len(y), batch_size, steps, seed, rank, world, start, accum
+        self.members = {c: np.flatnonzero(y == c) for c in np.unique(y)}
+        self.anchors = np.sort(np.concatenate([m for m in self.members.values() if len(m) >= 2] or [np.zeros(0, np.int64)]))
+        if not len(self.anchors): raise ValueError("PairBatches needs a label with at least two items; every label occurs once")
+        self.label = y
+        self.per_epoch = max(1, self.n // (batch_size * accum * world))
+
+    def epoch_of(self, step: int) -> int: return step // self.per_epoch
+
+    def pairs(self, step: int) -> np.ndarray:
+        "All (anchor, positive) pairs of `step` across processes and micro-batches: (pairs, 2)."
+        rng = np.random.default_rng([self.seed, step])
+        P = self.bs // 2 * self.accum * self.world
+        a = rng.choice(self.anchors, P, replace=P > len(self.anchors))
+        pos = np.empty_like(a)
+        for i, ai in enumerate(a):
+            m = self.members[self.label[ai]]
+            j = rng.integers(len(m) - 1)
+            pos[i] = m[j] if m[j] != ai else m[-1]  # uniform over the other members
+        return np.stack([a, pos], 1)
+
+    def indices(self, step: int) -> list[int]:
+        "This process's items at `step`: its `accum` micro-batches, pair by pair."
+        per = self.bs // 2 * self.accum
+        return self.pairs(step)[self.rank * per:(self.rank + 1) * per].reshape(-1).tolist()
+
+    def from_step(self, start: int, stop: int, accum: int = 1):
+        "Index lists for steps `start … stop-1`, each step as `accum` micro-batches of `batch_size` items."
+        if accum != self.accum: raise ValueError(f"PairBatches was built for accum={self.accum}, asked for {accum}")
+        for s in range(start, stop):
+            idx = self.indices(s)
+            for j in range(accum): yield idx[j * self.bs:(j + 1) * self.bs]
+
+    def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
+    def __len__(self) -> int: return (self.steps - self.start) * self.accum
 
 # %% ../nbs/21_train.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -621,7 +666,10 @@ def restore(ck: dict, r: Run) -> tuple[int, float]:
 
 def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, device) -> tuple[ResumableBatches, typing.Iterator]:
     "The data order and this rank's micro-batches for steps `start … steps-1`, `accum_steps` per step."
-    order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
+    if cfg.sampler == "pairs":
+        labels = as_class_ids(torch.as_tensor(dataset_labels(ds, get_domain(cfg.domain).label_key))).numpy()
+        order = PairBatches(labels, cfg.batch_size, cfg.steps, cfg.seed, rank, world, start, cfg.accum_steps)
+    else: order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     return order, iter(loader)

@@ -21,7 +21,7 @@ from ..core import atomic_path
 __all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'inside_root', 'check_unique',
            'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine',
            'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
-           'to_tensor_image', 'ReaderDataset', 'ImageFiles']
+           'to_tensor_image', 'dataset_labels', 'ReaderDataset', 'ImageFiles']
 
 # %% ../../nbs/08_data.ipynb #719b5762
 class DataError(ValueError):
@@ -214,6 +214,24 @@ def to_tensor_image(arr: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)
     return t.div_(full)
+
+# %% ../../nbs/08_data.ipynb #c7d47ed4
+def dataset_labels(dataset, key: str, max_items: int | None = None) -> np.ndarray:
+    "Every item's label `key`: from the dataset's `labels` table when it has one (nothing rendered), else item by item."
+    table = getattr(dataset, "labels", None)
+    if callable(table): table = table()
+    if isinstance(table, dict):
+        if key not in table: raise KeyError(f"{type(dataset).__name__} has no label {key!r}; it has {sorted(table)}")
+        return np.asarray(torch.as_tensor(table[key]))
+    n = len(dataset) if max_items is None else min(len(dataset), max_items)
+    rows = []
+    for i in range(n):
+        labels = dataset[i][1]
+        if not isinstance(labels, dict) or key not in labels:
+            raise KeyError(f"item {i} of {type(dataset).__name__} has no label {key!r}")
+        rows.append(np.asarray(torch.as_tensor(labels[key])))
+    return np.stack(rows)
+
 
 # %% ../../nbs/08_data.ipynb #be0d19d5
 class ReaderDataset(Dataset):

@@ -34,7 +34,7 @@ __all__ = ['FUNDUS_GRADES', 'IMAGE_SUFFIXES', 'FIXTURE_SIZES', 'APTOS_SOURCE', '
            'GradedImages', 'check_id', 'image_index', 'match_image', 'fixture_photo', 'save_fixture_photo',
            'make_aptos_fixture', 'make_eyepacs_fixture', 'make_messidor2_fixture', 'stratified_split', 'aptos_layout',
            'grade_folders', 'APTOS', 'EyePACS', 'Messidor2', 'FundusPreprocess', 'fundus_views', 'fundus_eval',
-           'PairBatches', 'epochs_to_steps']
+           'epochs_to_steps']
 
 # %% ../../nbs/domains/13_fundus.ipynb #5bad2fd8
 FUNDUS_GRADES = ["no DR", "mild", "moderate", "severe", "proliferative"]
@@ -601,49 +601,6 @@ def fundus_eval(size=256, clahe=True, background_threshold=0.04, **_):
     "The deterministic evaluation transform of fundus photographs: the views' preprocessing, then a resize."
     pre, resize = FundusPreprocess(clahe, background_threshold), resize_to(size, "bilinear")
     return lambda x: resize(pre(x))
-
-# %% ../../nbs/domains/13_fundus.ipynb #aa73e474
-class PairBatches(torch.utils.data.Sampler):
-    "Batches of anchor–positive pairs (two items of one label), drawn per step from `(seed, step)`; resumable like `ResumableBatches`."
-    def __init__(self, labels, batch_size: int, steps: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0,
-                 accum: int = 1):
-        if batch_size < 2 or batch_size % 2: raise ValueError(f"batch_size must be an even number >= 2 (whole pairs), got {batch_size}")
-        y = np.asarray(labels).reshape(-1)
-        self.n, self.bs, self.steps, self.seed, self.rank, self.world, self.start, self.accum = len(y), batch_size, steps, seed, rank, world, start, accum
-        self.members = {c: np.flatnonzero(y == c) for c in np.unique(y)}
-        self.anchors = np.sort(np.concatenate([m for m in self.members.values() if len(m) >= 2] or [np.zeros(0, np.int64)]))
-        if not len(self.anchors): raise ValueError("PairBatches needs a label with at least two items; every label occurs once")
-        self.label = y
-        self.per_epoch = max(1, self.n // (batch_size * accum * world))
-
-    def epoch_of(self, step: int) -> int: return step // self.per_epoch
-
-    def pairs(self, step: int) -> np.ndarray:
-        "All (anchor, positive) pairs of `step` across processes and micro-batches: (pairs, 2)."
-        rng = np.random.default_rng([self.seed, step])
-        P = self.bs // 2 * self.accum * self.world
-        a = rng.choice(self.anchors, P, replace=P > len(self.anchors))
-        pos = np.empty_like(a)
-        for i, ai in enumerate(a):
-            m = self.members[self.label[ai]]
-            j = rng.integers(len(m) - 1)
-            pos[i] = m[j] if m[j] != ai else m[-1]  # uniform over the other members
-        return np.stack([a, pos], 1)
-
-    def indices(self, step: int) -> list[int]:
-        "This process's items at `step`: its `accum` micro-batches, pair by pair."
-        per = self.bs // 2 * self.accum
-        return self.pairs(step)[self.rank * per:(self.rank + 1) * per].reshape(-1).tolist()
-
-    def from_step(self, start: int, stop: int, accum: int = 1):
-        "Index lists for steps `start … stop-1`, each step as `accum` micro-batches of `batch_size` items."
-        if accum != self.accum: raise ValueError(f"PairBatches was built for accum={self.accum}, asked for {accum}")
-        for s in range(start, stop):
-            idx = self.indices(s)
-            for j in range(accum): yield idx[j * self.bs:(j + 1) * self.bs]
-
-    def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
-    def __len__(self) -> int: return (self.steps - self.start) * self.accum
 
 # %% ../../nbs/domains/13_fundus.ipynb #4a054791
 EYEPACS_TRAIN_IMAGES = 35_126
