@@ -41,6 +41,7 @@ class Domain:
     eval_dataset: dict = field(default_factory=dict)  # dataset -> (the labelled dataset it is evaluated on, extra kw)
     fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
     seed_keys: dict = field(default_factory=dict)     # the seed system's config keys -> sslmed keys (see `seed_overrides`)
+    dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind
@@ -50,6 +51,10 @@ class Domain:
     def headline(self) -> str: return self.tasks[self.label_key].metric
     @property
     def eval_labels(self) -> dict: return {k: t.kind for k, t in self.tasks.items()}
+
+    def tasks_for(self, dataset: str) -> dict:
+        "The tasks of `dataset`'s labels (a real dataset may label differently from the phantom, e.g. multi-label)."
+        return self.dataset_tasks.get(dataset, self.tasks)
 
     def sizes(self, profile: str) -> dict:
         "Phantom evaluation sizes of a profile (the smoke sizes when the profile names none)."
@@ -102,19 +107,19 @@ def resize_to(size, mode: str = "bilinear") -> Callable:
     return tf
 
 # %% ../nbs/10_domain.ipynb #197449aa
-def flatten_keys(d: dict, prefix: str = "") -> dict:
-    "A nested mapping as {dotted.key: value}."
+def flatten_keys(d: dict, prefix: str = "", leaves=()) -> dict:
+    "A nested mapping as {dotted.key: value}; keys in `leaves` keep their mapping as one value."
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v: out.update(flatten_keys(v, key + "."))
+        if isinstance(v, dict) and v and key not in leaves: out.update(flatten_keys(v, key + ".", leaves))
         else: out[key] = v
     return out
 
 def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config") -> list[str]:
     "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key, (key, fn), a list of these, or None)."
     import json
-    flat, out, unknown = flatten_keys(seed_cfg), [], []
+    flat, out, unknown = flatten_keys(seed_cfg, leaves=set(seed_keys)), [], []
     for k, v in flat.items():
         if k not in seed_keys: unknown.append(k); continue
         targets = seed_keys[k]  # None (no effect in sslmed), a key, (key, fn), or a list of these for one seed key

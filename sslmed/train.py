@@ -589,7 +589,8 @@ def build_method(cfg: TrainConfig, dom, device=torch.device("cpu"), world: int =
     from sslmed.methods import create_method
     seed_everything(cfg.seed)  # identical initial weights on every rank
     encoder = create_encoder(cfg.encoder, dom.in_chans, **cfg.encoder_kw)
-    method = create_method(cfg.method, encoder, n_classes=dom.n_classes, task=dom.task, **cfg.method_kw).to(device)
+    task = dom.tasks_for(cfg.dataset)[dom.label_key]  # a real dataset may label differently from the phantom
+    method = create_method(cfg.method, encoder, n_classes=task.n_classes, task=task.kind, **cfg.method_kw).to(device)
     views = dom.views(**cfg.views_kw)
     if method.n_views > views.n_views:
         raise ValueError(f"method {cfg.method!r} needs {method.n_views} views per sample; config 'views' gives {views.n_views}")

@@ -708,4 +708,5 @@ DOMAIN = register_domain(Domain(
     datasets={"phantom": phantom_factory(ECGPhantom), "ptbxl": reader_factory(PTBXL), "mimic_ecg": reader_factory(MIMICECG)},
     encoder="vit1d_small", real_splits={"ptbxl": ("train", "test")},
     eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "labels": PTBXL_LABELS, "sampling_rate": 500, "on_error": "skip"})},
-    fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS))
+    fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS,
+    dataset_tasks=ECG_REAL_TASKS))
