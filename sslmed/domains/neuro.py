@@ -34,6 +34,7 @@ from ..data.core import (DataError, DataWarning, Quarantine, ReaderDataset, requ
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, seed_overrides
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
@@ -77,7 +78,7 @@ def _on_sphere(rng, min_z: float = -1.0) -> np.ndarray:
         u = unit_vector(rng.normal(0, 1, 3))
         if u[0] > min_z: return u
 
-# %% ../../nbs/domains/14_neuro.ipynb #7233f9c3
+# %% ../../nbs/domains/14_neuro.ipynb #5d8cc1a0
 class NeuroPhantom(Phantom):
     "Head CT (HU) or MRI-like studies of `n_series` series each; an item is one series (1, D, H, W)."
     label_names = {"findings": NEURO_FINDINGS, "haemorrhage_type": HAEMORRHAGE_TYPES}
@@ -139,204 +140,223 @@ class NeuroPhantom(Phantom):
         out = {k: v.repeat_interleave(self.n_series, 0) for k, v in self.study_labels.items()}
         return {**out, "study": idx // self.n_series, "series": idx % self.n_series}
 
-    def _plan(self, rng, lab) -> dict:
-        "The study: anatomy and findings as parameters, drawn once; each series evaluates them on its own grid."
-        age = rng.uniform(0, 1)
-        p = dict(centre=rng.normal(0, 0.03, 3), rot=_rotation(rng, 0.06),
-                 axes=np.array([rng.uniform(0.8, 0.88), rng.uniform(0.85, 0.92), rng.uniform(0.68, 0.76)]),
-                 scalp=rng.uniform(0.03, 0.05), skull=rng.uniform(0.08, 0.11), csf=0.015 + 0.035 * age,
-                 vent=0.7 + 0.8 * age * rng.uniform(0.6, 1.0), gyri=rng.standard_normal((1, 1, 6, 6, 6), dtype=np.float32),
-                 hu={k: v[0] + (rng.normal(0, 3) if k in ("grey", "white", "csf") else 0) for k, v in TISSUES.items()},
-                 sinus=rng.random() < 0.7, pineal=rng.random() < 0.6, plexus=rng.random() < 0.4,
-                 falx_calc=rng.random() < 0.15, warps=[], focus_z=0.0)
-        p["hu"]["calcium"] = rng.uniform(150, 400)
-        brain_axes = p["axes"] - p["scalp"] - p["skull"] - p["csf"]
-        p["brain_axes"] = brain_axes
-        if lab["mass"]:
-            c, r = _on_sphere(rng) * rng.uniform(0.2, 0.55) * brain_axes, rng.uniform(0.12, 0.25)
-            p["mass"] = dict(c=c, r=r * rng.uniform(0.8, 1.2, 3), oedema=rng.uniform(1.5, 2.1), hu=rng.uniform(30, 55),
-                             necrotic=rng.random() < 0.4, wobble=rng.standard_normal((1, 1, 4, 4, 4), dtype=np.float32))
-            p["warps"].append((c, 0.5 * r, 1.8 * r))
-            p["focus_z"] = c[0]
-        if lab["haemorrhage"] and lab["haemorrhage_type"] == 0:
-            c, r = _on_sphere(rng) * rng.uniform(0.15, 0.6) * brain_axes, rng.uniform(0.12, 0.25) * rng.uniform(0.7, 1.3, 3)
-            p["iph"] = dict(c=c, r=r, hu=rng.uniform(60, 85))
-            p["warps"].append((c, 0.3 * r.mean(), 1.8 * r.mean()))
-            p["focus_z"] = c[0]
-        elif lab["haemorrhage"]:
-            u, subdural = _on_sphere(rng, -0.3), lab["haemorrhage_type"] == 1
-            p["extra"] = dict(u=u, thick=rng.uniform(0.12, 0.25), spread=rng.uniform(0.5, 0.9), lens=not subdural,
-                              hu=rng.uniform(50, 75) if subdural else rng.uniform(60, 85))
-            p["warps"].append((u * brain_axes, p["extra"]["thick"], 0.4 * p["extra"]["spread"]))
-            p["focus_z"] = 0.8 * u[0] * brain_axes[0]
-        if lab["fracture"]:
-            u = _on_sphere(rng, -0.2)
-            t1 = unit_vector(np.cross(u, rng.normal(0, 1, 3)))
-            c = u * (p["axes"] - p["scalp"] - p["skull"] / 2)
-            has = rng.random(3) < (0.7, 0.7, 0.5)  # scalp haematoma, depressed fragment, intracranial air
-            has[1] |= not has.any()  # every fracture shows at least one sign visible at 5 mm voxels
-            fr = p["fracture"] = dict(c=c, u=u, t1=t1, n=np.cross(u, t1), width=max(0.02, 0.9 * self.voxel),
-                                      length=rng.uniform(0.2, 0.5), swelling=rng.uniform(0.1, 0.2) if has[0] else 0.0,
-                                      depressed=(rng.uniform(0.12, 0.25), rng.uniform(1.0, 2.0) * p["skull"]) if has[1] else None,
-                                      air=[(unit_vector(u + rng.normal(0, 0.12, 3)), rng.uniform(0.04, 0.07))
-                                           for _ in range(rng.integers(1, 4))] if has[2] else [])
-            if fr["depressed"]: p["warps"].append((u * brain_axes, fr["depressed"][1], 1.5 * fr["depressed"][0]))
-            if not (lab["mass"] or lab["haemorrhage"]): p["focus_z"] = c[0]
-        p["focus"] = int(np.clip((p["focus_z"] + p["centre"][0] + 1) / 2 * self.size, 0, self.size - 1))
-        return p
 
-    def _frac(self, sdf: np.ndarray) -> np.ndarray:
-        "Partial-volume fraction inside a surface, linear across one voxel."
-        return np.clip(0.5 - sdf / self.voxel, 0, 1)
+# %% ../../nbs/domains/14_neuro.ipynb #424b7973
+@patch
+def _plan(self: NeuroPhantom, rng, lab) -> dict:
+    "The study: anatomy and findings as parameters, drawn once; each series evaluates them on its own grid."
+    age = rng.uniform(0, 1)
+    p = dict(centre=rng.normal(0, 0.03, 3), rot=_rotation(rng, 0.06),
+             axes=np.array([rng.uniform(0.8, 0.88), rng.uniform(0.85, 0.92), rng.uniform(0.68, 0.76)]),
+             scalp=rng.uniform(0.03, 0.05), skull=rng.uniform(0.08, 0.11), csf=0.015 + 0.035 * age,
+             vent=0.7 + 0.8 * age * rng.uniform(0.6, 1.0), gyri=rng.standard_normal((1, 1, 6, 6, 6), dtype=np.float32),
+             hu={k: v[0] + (rng.normal(0, 3) if k in ("grey", "white", "csf") else 0) for k, v in TISSUES.items()},
+             sinus=rng.random() < 0.7, pineal=rng.random() < 0.6, plexus=rng.random() < 0.4,
+             falx_calc=rng.random() < 0.15, warps=[], focus_z=0.0)
+    p["hu"]["calcium"] = rng.uniform(150, 400)
+    brain_axes = p["axes"] - p["scalp"] - p["skull"] - p["csf"]
+    p["brain_axes"] = brain_axes
+    if lab["mass"]:
+        c, r = _on_sphere(rng) * rng.uniform(0.2, 0.55) * brain_axes, rng.uniform(0.12, 0.25)
+        p["mass"] = dict(c=c, r=r * rng.uniform(0.8, 1.2, 3), oedema=rng.uniform(1.5, 2.1), hu=rng.uniform(30, 55),
+                         necrotic=rng.random() < 0.4, wobble=rng.standard_normal((1, 1, 4, 4, 4), dtype=np.float32))
+        p["warps"].append((c, 0.5 * r, 1.8 * r))
+        p["focus_z"] = c[0]
+    if lab["haemorrhage"] and lab["haemorrhage_type"] == 0:
+        c, r = _on_sphere(rng) * rng.uniform(0.15, 0.6) * brain_axes, rng.uniform(0.12, 0.25) * rng.uniform(0.7, 1.3, 3)
+        p["iph"] = dict(c=c, r=r, hu=rng.uniform(60, 85))
+        p["warps"].append((c, 0.3 * r.mean(), 1.8 * r.mean()))
+        p["focus_z"] = c[0]
+    elif lab["haemorrhage"]:
+        u, subdural = _on_sphere(rng, -0.3), lab["haemorrhage_type"] == 1
+        p["extra"] = dict(u=u, thick=rng.uniform(0.12, 0.25), spread=rng.uniform(0.5, 0.9), lens=not subdural,
+                          hu=rng.uniform(50, 75) if subdural else rng.uniform(60, 85))
+        p["warps"].append((u * brain_axes, p["extra"]["thick"], 0.4 * p["extra"]["spread"]))
+        p["focus_z"] = 0.8 * u[0] * brain_axes[0]
+    if lab["fracture"]:
+        u = _on_sphere(rng, -0.2)
+        t1 = unit_vector(np.cross(u, rng.normal(0, 1, 3)))
+        c = u * (p["axes"] - p["scalp"] - p["skull"] / 2)
+        has = rng.random(3) < (0.7, 0.7, 0.5)  # scalp haematoma, depressed fragment, intracranial air
+        has[1] |= not has.any()  # every fracture shows at least one sign visible at 5 mm voxels
+        fr = p["fracture"] = dict(c=c, u=u, t1=t1, n=np.cross(u, t1), width=max(0.02, 0.9 * self.voxel),
+                                  length=rng.uniform(0.2, 0.5), swelling=rng.uniform(0.1, 0.2) if has[0] else 0.0,
+                                  depressed=(rng.uniform(0.12, 0.25), rng.uniform(1.0, 2.0) * p["skull"]) if has[1] else None,
+                                  air=[(unit_vector(u + rng.normal(0, 0.12, 3)), rng.uniform(0.04, 0.07))
+                                       for _ in range(rng.integers(1, 4))] if has[2] else [])
+        if fr["depressed"]: p["warps"].append((u * brain_axes, fr["depressed"][1], 1.5 * fr["depressed"][0]))
+        if not (lab["mass"] or lab["haemorrhage"]): p["focus_z"] = c[0]
+    p["focus"] = int(np.clip((p["focus_z"] + p["centre"][0] + 1) / 2 * self.size, 0, self.size - 1))
+    return p
 
-    def _box(self, A, b, centre, radius: float) -> tuple[slice, slice, slice]:
-        "Grid slices covering a ball (head frame) under the series' rigid map q = A g + b."
-        g = A.T @ (np.asarray(centre, dtype=np.float64) - b)
-        lo = np.clip(np.floor((g - radius + 1) / 2 * self.size - 0.5), 0, self.size).astype(int)
-        hi = np.clip(np.ceil((g + radius + 1) / 2 * self.size + 0.5), 0, self.size).astype(int)
-        return tuple(slice(l, max(l, h)) for l, h in zip(lo, hi))
+# %% ../../nbs/domains/14_neuro.ipynb #fb21f4a2
+@patch
+def _frac(self: NeuroPhantom, sdf: np.ndarray) -> np.ndarray:
+    "Partial-volume fraction inside a surface, linear across one voxel."
+    return np.clip(0.5 - sdf / self.voxel, 0, 1)
 
-    def _points(self, A, b, box=None) -> np.ndarray:
-        "Head-frame coordinates (3, n) of the grid points in `box` (all of them by default)."
-        axes = [self._axis[sl] for sl in (box or (slice(None),) * 3)]
-        g = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
-        return (A @ g + b[:, None]).astype(np.float32)
+# %% ../../nbs/domains/14_neuro.ipynb #3f1aa86c
+@patch
+def _box(self: NeuroPhantom, A, b, centre, radius: float) -> tuple[slice, slice, slice]:
+    "Grid slices covering a ball (head frame) under the series' rigid map q = A g + b."
+    g = A.T @ (np.asarray(centre, dtype=np.float64) - b)
+    lo = np.clip(np.floor((g - radius + 1) / 2 * self.size - 0.5), 0, self.size).astype(int)
+    hi = np.clip(np.ceil((g + radius + 1) / 2 * self.size + 0.5), 0, self.size).astype(int)
+    return tuple(slice(l, max(l, h)) for l, h in zip(lo, hi))
 
-    @staticmethod
-    def _warp(plan, q):
-        "Where the brain tissue now at q came from: lesions push their surroundings away (mass effect)."
-        w = q
-        for c, delta, reach in plan["warps"]:
-            d = q - np.asarray(c, dtype=np.float32)[:, None]
-            dist = np.sqrt((d ** 2).sum(0)) + 1e-6
-            w = w - delta * d / dist * np.exp(-0.5 * (dist / reach) ** 2)
-        return w
+# %% ../../nbs/domains/14_neuro.ipynb #b9b21522
+@patch
+def _points(self: NeuroPhantom, A, b, box=None) -> np.ndarray:
+    "Head-frame coordinates (3, n) of the grid points in `box` (all of them by default)."
+    axes = [self._axis[sl] for sl in (box or (slice(None),) * 3)]
+    g = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)
+    return (A @ g + b[:, None]).astype(np.float32)
 
-    def _layers(self, p: dict, A, b) -> list:
-        """The head as an ordered list of (fraction, tissue, box), each painted over the ones before (or, for a tissue
-        pair (new, old), replacing that fraction of `old`); small structures are evaluated only inside their box (None:
-        the whole grid)."""
-        f, vox, shape = self._frac, self.voxel, (self.size,) * 3
-        q = self._points(A, b)
-        shift = max([d for _, d, _ in p["warps"]], default=0.0)
-        def local(centre, radius, warped=True):
-            box = self._box(A, b, centre, radius + shift + 2 * vox)
-            qq = self._points(A, b, box)
-            return (self._warp(p, qq) if warped else qq), box
-        head = _ellipsoid(q, 0, p["axes"])
-        skull_out, skull_in = head + p["scalp"], head + p["scalp"] + p["skull"]
-        layers = [(f(head), "scalp", None)]
-        fr = p.get("fracture")
-        if fr is not None and fr["swelling"]:
-            qq, box = local(fr["c"] * 1.08, fr["swelling"], warped=False)
-            layers.append((f(_ellipsoid(qq, fr["c"] * 1.08, fr["swelling"])), "blood", box))
-        layers += [(f(skull_out), "bone", None), (f(skull_out + 0.3 * p["skull"]), "diploe", None),
-                   (f(skull_out + 0.7 * p["skull"]), "bone", None)]
-        if p["sinus"]:
-            c = [-0.3, -0.82 * p["axes"][1], 0]
-            qq, box = local(c, 0.14, warped=False)
-            layers.append((f(_ellipsoid(qq, c, [0.08, 0.06, 0.14])), "air", box))
-        if fr is not None:  # the crack: soft tissue through the bone
-            qq, box = local(fr["c"], 0.35, warped=False)
-            d = qq - fr["c"][:, None].astype(np.float32)
-            h_loc = _ellipsoid(qq, 0, p["axes"])
-            bone = f(h_loc + p["scalp"]) * (1 - f(h_loc + p["scalp"] + p["skull"]))
-            crack = (np.clip(0.5 + (fr["width"] / 2 - np.abs(fr["n"] @ d)) / vox, 0, 1)
-                     * np.clip(0.5 + (fr["length"] / 2 - np.abs(fr["t1"] @ d)) / vox, 0, 1))
-            if fr["depressed"]: crack = np.maximum(crack, self._cap(qq, fr))  # the fragment leaves its place
-            layers.append((crack * bone, "soft", box))
-        layers.append((f(skull_in), "csf", None))
-        w = self._warp(p, q)
-        gyri = F.interpolate(torch.from_numpy(p["gyri"]), size=shape, mode="trilinear", align_corners=False).reshape(-1).numpy()
-        brain = _ellipsoid(w, 0, p["axes"]) + p["scalp"] + p["skull"] + p["csf"]
-        layers += [(f(brain + 0.025 * np.abs(gyri)) * f(skull_in), "grey", None),  # displaced brain stays in the skull
-                   (f(_ellipsoid(w, [0.05, 0, 0], 0.72 * (p["axes"] - 0.2)) + 0.02 * gyri), "white", None)]
-        if "extra" in p:  # blood between the inner table and the displaced brain, painted over both
-            e, depth = p["extra"], -skull_in
-            cos = (q / np.maximum(np.sqrt((q ** 2).sum(0)), 1e-6)).T @ e["u"].astype(np.float32)
-            theta = np.arccos(np.clip(cos, -1, 1))
-            prof = np.clip(1 - (theta / e["spread"]) ** 2, 0, 1) if e["lens"] else np.clip((e["spread"] - theta) / 0.15, 0, 1)
-            fill = np.clip((e["thick"] * prof - np.maximum(depth, 0)) / vox, 0, 1)
-            layers.append((f(skull_in) * fill, "blood", None))
-        v = p["vent"]
-        qq, box = local([0.1, -0.02, 0], 0.4 * v)
-        lateral = [_ellipsoid(qq, [0.1, -0.02, sx * 0.11 * v ** 0.5], [0.16 * v, 0.33 * v, 0.06 * v]) for sx in (1, -1)]
-        layers.append((f(np.minimum(*lateral)), "csf", box))
-        qq, box = local([-0.05, 0, 0], 0.15)
-        layers.append((f(_ellipsoid(qq, [-0.05, 0, 0], [0.1, 0.12, 0.02 * v])), "csf", box))
-        falx = np.clip(0.5 - (np.abs(w[2]) - 0.004) / vox, 0, 1) * (w[0] > 0.1) * f(brain)
-        layers.append((0.4 * falx, "calcium" if p["falx_calc"] else "falx", None))
-        spots = ([[-0.02, 0.22, 0]] if p["pineal"] else []) + ([[0.05, 0.18, sx * 0.12 * v ** 0.5] for sx in (1, -1)] if p["plexus"] else [])
-        for c in spots:
-            qq, box = local(c, 0.03)
-            layers.append((f(_ellipsoid(qq, c, 0.03)), "calcium", box))
-        if "mass" in p:
-            m = p["mass"]
-            qq, box = local(m["c"], 1.2 * m["oedema"] * m["r"].max(), warped=False)
-            wobble = F.interpolate(torch.from_numpy(m["wobble"]), size=shape, mode="trilinear", align_corners=False)[0, 0][box]
-            in_brain = f(_ellipsoid(qq, 0, p["brain_axes"]))
-            layers += [(f(_ellipsoid(qq, m["c"], m["r"] * m["oedema"]) + 0.03 * wobble.reshape(-1).numpy()) * in_brain, "oedema", box),
-                       (f(_ellipsoid(qq, m["c"], m["r"])), "tumour", box)]
-            if m["necrotic"]: layers.append((f(_ellipsoid(qq, m["c"], 0.5 * m["r"])), "csf", box))
-        if "iph" in p:
-            h = p["iph"]
-            qq, box = local(h["c"], 1.4 * h["r"].max(), warped=False)
-            layers += [(f(_ellipsoid(qq, h["c"], 1.35 * h["r"])) * f(_ellipsoid(qq, 0, p["brain_axes"])), "oedema", box),
-                       (f(_ellipsoid(qq, h["c"], h["r"])), "blood", box)]
-        if fr is not None and fr["depressed"]:  # the fragment, pushed into the (displaced) brain
-            qq, box = local(fr["c"], 0.35, warped=False)
-            h_loc = _ellipsoid(qq, 0, p["axes"]) + p["scalp"] + fr["depressed"][1]
-            layers.append((self._cap(qq, fr) * f(h_loc) * (1 - f(h_loc + p["skull"])), "bone", box))
-        for u, r in (fr or {}).get("air", []):  # pneumocephalus: bubbles under the inner table
-            inset = p["scalp"] + p["skull"] + p["csf"] + r + (fr["depressed"][1] if fr["depressed"] else 0)
-            c = u * (p["axes"] - inset)
-            qq, box = local(c, r, warped=False)
-            layers.append((f(_ellipsoid(qq, c, r)), "air", box))
-        return layers
+# %% ../../nbs/domains/14_neuro.ipynb #2e0caeb9
+def _warp(plan, q):
+    "Where the brain tissue now at q came from: lesions push their surroundings away (mass effect)."
+    w = q
+    for c, delta, reach in plan["warps"]:
+        d = q - np.asarray(c, dtype=np.float32)[:, None]
+        dist = np.sqrt((d ** 2).sum(0)) + 1e-6
+        w = w - delta * d / dist * np.exp(-0.5 * (dist / reach) ** 2)
+    return w
 
-    def _cap(self, q, fr) -> np.ndarray:
-        "Partial-volume fraction of the points q (3, N) within the depressed fragment's radius of the fracture's axis."
-        along = fr["u"].astype(np.float32) @ q
-        off = np.sqrt(np.maximum((q ** 2).sum(0) - along ** 2, 0))
-        return np.clip(0.5 + (fr["depressed"][0] - off) / self.voxel, 0, 1) * (along > 0)
+NeuroPhantom._warp = staticmethod(_warp)  # a plain function of the plan, shared by every series
 
-    def _series(self, plan: dict, rng, s: int) -> Tensor:
-        "One series: its own tilt and table offset, slice thickness, kernel and noise; CT in HU or an MRI contrast."
-        shape = (self.size,) * 3
-        A = plan["rot"].T @ _rotation(rng, 0.03)  # head frame from grid: q = A g + b
-        b = plan["rot"].T @ (np.array([rng.uniform(-2, 2) * self.voxel, 0, 0]) - plan["centre"])
-        if self.modality == "ct":
-            values = dict(plan["hu"])
-            for key, lesion in (("blood", "iph"), ("blood", "extra"), ("tumour", "mass")):
-                if lesion in plan: values[key] = plan[lesion]["hu"]
-        else: values = {k: v[1 + s % 3] for k, v in TISSUES.items()}
-        vol = np.full(shape, values["air"], np.float32)
-        for frac, tissue, box in self._layers(plan, A, b):
-            sub = vol if box is None else vol[box]
-            if isinstance(tissue, tuple): sub += frac.reshape(sub.shape) * (values[tissue[0]] - values[tissue[1]])  # replace
-            else: sub += frac.reshape(sub.shape) * (values[tissue] - sub)  # paint over
-        vol = ndimage.gaussian_filter(vol, (rng.choice([0.0, 0.6, 1.2]), *[rng.uniform(0.3, 0.7)] * 2))
-        if self.modality == "ct":
-            noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.6)
-            vol = vol + noise * (rng.uniform(2, 6) / noise.std())
-            if rng.random() < 0.3: vol = vol + 0.7 * (vol - ndimage.gaussian_filter(vol, 1.0))  # bone kernel
-        else:
-            vol = vol * (1 + 0.15 * smooth_noise(rng, shape, 3))
-            sd = rng.uniform(0.01, 0.04)
-            vol = np.sqrt((vol + rng.normal(0, sd, shape)) ** 2 + rng.normal(0, sd, shape) ** 2)
-        return torch.from_numpy(vol.astype(np.float32))[None]
+# %% ../../nbs/domains/14_neuro.ipynb #1ffdb60e
+@patch
+def _layers(self: NeuroPhantom, p: dict, A, b) -> list:
+    """The head as an ordered list of (fraction, tissue, box), each painted over the ones before (or, for a tissue
+    pair (new, old), replacing that fraction of `old`); small structures are evaluated only inside their box (None:
+    the whole grid)."""
+    f, vox, shape = self._frac, self.voxel, (self.size,) * 3
+    q = self._points(A, b)
+    shift = max([d for _, d, _ in p["warps"]], default=0.0)
+    def local(centre, radius, warped=True):
+        box = self._box(A, b, centre, radius + shift + 2 * vox)
+        qq = self._points(A, b, box)
+        return (self._warp(p, qq) if warped else qq), box
+    head = _ellipsoid(q, 0, p["axes"])
+    skull_out, skull_in = head + p["scalp"], head + p["scalp"] + p["skull"]
+    layers = [(f(head), "scalp", None)]
+    fr = p.get("fracture")
+    if fr is not None and fr["swelling"]:
+        qq, box = local(fr["c"] * 1.08, fr["swelling"], warped=False)
+        layers.append((f(_ellipsoid(qq, fr["c"] * 1.08, fr["swelling"])), "blood", box))
+    layers += [(f(skull_out), "bone", None), (f(skull_out + 0.3 * p["skull"]), "diploe", None),
+               (f(skull_out + 0.7 * p["skull"]), "bone", None)]
+    if p["sinus"]:
+        c = [-0.3, -0.82 * p["axes"][1], 0]
+        qq, box = local(c, 0.14, warped=False)
+        layers.append((f(_ellipsoid(qq, c, [0.08, 0.06, 0.14])), "air", box))
+    if fr is not None:  # the crack: soft tissue through the bone
+        qq, box = local(fr["c"], 0.35, warped=False)
+        d = qq - fr["c"][:, None].astype(np.float32)
+        h_loc = _ellipsoid(qq, 0, p["axes"])
+        bone = f(h_loc + p["scalp"]) * (1 - f(h_loc + p["scalp"] + p["skull"]))
+        crack = (np.clip(0.5 + (fr["width"] / 2 - np.abs(fr["n"] @ d)) / vox, 0, 1)
+                 * np.clip(0.5 + (fr["length"] / 2 - np.abs(fr["t1"] @ d)) / vox, 0, 1))
+        if fr["depressed"]: crack = np.maximum(crack, self._cap(qq, fr))  # the fragment leaves its place
+        layers.append((crack * bone, "soft", box))
+    layers.append((f(skull_in), "csf", None))
+    w = self._warp(p, q)
+    gyri = F.interpolate(torch.from_numpy(p["gyri"]), size=shape, mode="trilinear", align_corners=False).reshape(-1).numpy()
+    brain = _ellipsoid(w, 0, p["axes"]) + p["scalp"] + p["skull"] + p["csf"]
+    layers += [(f(brain + 0.025 * np.abs(gyri)) * f(skull_in), "grey", None),  # displaced brain stays in the skull
+               (f(_ellipsoid(w, [0.05, 0, 0], 0.72 * (p["axes"] - 0.2)) + 0.02 * gyri), "white", None)]
+    if "extra" in p:  # blood between the inner table and the displaced brain, painted over both
+        e, depth = p["extra"], -skull_in
+        cos = (q / np.maximum(np.sqrt((q ** 2).sum(0)), 1e-6)).T @ e["u"].astype(np.float32)
+        theta = np.arccos(np.clip(cos, -1, 1))
+        prof = np.clip(1 - (theta / e["spread"]) ** 2, 0, 1) if e["lens"] else np.clip((e["spread"] - theta) / 0.15, 0, 1)
+        fill = np.clip((e["thick"] * prof - np.maximum(depth, 0)) / vox, 0, 1)
+        layers.append((f(skull_in) * fill, "blood", None))
+    v = p["vent"]
+    qq, box = local([0.1, -0.02, 0], 0.4 * v)
+    lateral = [_ellipsoid(qq, [0.1, -0.02, sx * 0.11 * v ** 0.5], [0.16 * v, 0.33 * v, 0.06 * v]) for sx in (1, -1)]
+    layers.append((f(np.minimum(*lateral)), "csf", box))
+    qq, box = local([-0.05, 0, 0], 0.15)
+    layers.append((f(_ellipsoid(qq, [-0.05, 0, 0], [0.1, 0.12, 0.02 * v])), "csf", box))
+    falx = np.clip(0.5 - (np.abs(w[2]) - 0.004) / vox, 0, 1) * (w[0] > 0.1) * f(brain)
+    layers.append((0.4 * falx, "calcium" if p["falx_calc"] else "falx", None))
+    spots = ([[-0.02, 0.22, 0]] if p["pineal"] else []) + ([[0.05, 0.18, sx * 0.12 * v ** 0.5] for sx in (1, -1)] if p["plexus"] else [])
+    for c in spots:
+        qq, box = local(c, 0.03)
+        layers.append((f(_ellipsoid(qq, c, 0.03)), "calcium", box))
+    if "mass" in p:
+        m = p["mass"]
+        qq, box = local(m["c"], 1.2 * m["oedema"] * m["r"].max(), warped=False)
+        wobble = F.interpolate(torch.from_numpy(m["wobble"]), size=shape, mode="trilinear", align_corners=False)[0, 0][box]
+        in_brain = f(_ellipsoid(qq, 0, p["brain_axes"]))
+        layers += [(f(_ellipsoid(qq, m["c"], m["r"] * m["oedema"]) + 0.03 * wobble.reshape(-1).numpy()) * in_brain, "oedema", box),
+                   (f(_ellipsoid(qq, m["c"], m["r"])), "tumour", box)]
+        if m["necrotic"]: layers.append((f(_ellipsoid(qq, m["c"], 0.5 * m["r"])), "csf", box))
+    if "iph" in p:
+        h = p["iph"]
+        qq, box = local(h["c"], 1.4 * h["r"].max(), warped=False)
+        layers += [(f(_ellipsoid(qq, h["c"], 1.35 * h["r"])) * f(_ellipsoid(qq, 0, p["brain_axes"])), "oedema", box),
+                   (f(_ellipsoid(qq, h["c"], h["r"])), "blood", box)]
+    if fr is not None and fr["depressed"]:  # the fragment, pushed into the (displaced) brain
+        qq, box = local(fr["c"], 0.35, warped=False)
+        h_loc = _ellipsoid(qq, 0, p["axes"]) + p["scalp"] + fr["depressed"][1]
+        layers.append((self._cap(qq, fr) * f(h_loc) * (1 - f(h_loc + p["skull"])), "bone", box))
+    for u, r in (fr or {}).get("air", []):  # pneumocephalus: bubbles under the inner table
+        inset = p["scalp"] + p["skull"] + p["csf"] + r + (fr["depressed"][1] if fr["depressed"] else 0)
+        c = u * (p["axes"] - inset)
+        qq, box = local(c, r, warped=False)
+        layers.append((f(_ellipsoid(qq, c, r)), "air", box))
+    return layers
 
-    def show(self, x, labels, ax):
-        """The axial slice through the finding, in the finding's window: subdural (L75/W215) for haemorrhage, bone
-        (L500/W2000) for a lone fracture, else brain (L40/W80)."""
-        sl = np.asarray(x[0, int(labels.get("focus", x.shape[1] // 2))])
-        if self.modality == "mri": ax.imshow(sl, cmap="gray", vmin=0, vmax=1)
-        else:
-            if labels.get("haemorrhage", 0): level, width = 75, 215
-            elif labels.get("fracture", 0) and not labels.get("mass", 0): level, width = 500, 2000
-            else: level, width = 40, 80
-            ax.imshow(sl, cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
-        ax.set_axis_off()
+# %% ../../nbs/domains/14_neuro.ipynb #f184ea3f
+@patch
+def _cap(self: NeuroPhantom, q, fr) -> np.ndarray:
+    "Partial-volume fraction of the points q (3, N) within the depressed fragment's radius of the fracture's axis."
+    along = fr["u"].astype(np.float32) @ q
+    off = np.sqrt(np.maximum((q ** 2).sum(0) - along ** 2, 0))
+    return np.clip(0.5 + (fr["depressed"][0] - off) / self.voxel, 0, 1) * (along > 0)
+
+# %% ../../nbs/domains/14_neuro.ipynb #3969875e
+@patch
+def _series(self: NeuroPhantom, plan: dict, rng, s: int) -> Tensor:
+    "One series: its own tilt and table offset, slice thickness, kernel and noise; CT in HU or an MRI contrast."
+    shape = (self.size,) * 3
+    A = plan["rot"].T @ _rotation(rng, 0.03)  # head frame from grid: q = A g + b
+    b = plan["rot"].T @ (np.array([rng.uniform(-2, 2) * self.voxel, 0, 0]) - plan["centre"])
+    if self.modality == "ct":
+        values = dict(plan["hu"])
+        for key, lesion in (("blood", "iph"), ("blood", "extra"), ("tumour", "mass")):
+            if lesion in plan: values[key] = plan[lesion]["hu"]
+    else: values = {k: v[1 + s % 3] for k, v in TISSUES.items()}
+    vol = np.full(shape, values["air"], np.float32)
+    for frac, tissue, box in self._layers(plan, A, b):
+        sub = vol if box is None else vol[box]
+        if isinstance(tissue, tuple): sub += frac.reshape(sub.shape) * (values[tissue[0]] - values[tissue[1]])  # replace
+        else: sub += frac.reshape(sub.shape) * (values[tissue] - sub)  # paint over
+    vol = ndimage.gaussian_filter(vol, (rng.choice([0.0, 0.6, 1.2]), *[rng.uniform(0.3, 0.7)] * 2))
+    if self.modality == "ct":
+        noise = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 0.6)
+        vol = vol + noise * (rng.uniform(2, 6) / noise.std())
+        if rng.random() < 0.3: vol = vol + 0.7 * (vol - ndimage.gaussian_filter(vol, 1.0))  # bone kernel
+    else:
+        vol = vol * (1 + 0.15 * smooth_noise(rng, shape, 3))
+        sd = rng.uniform(0.01, 0.04)
+        vol = np.sqrt((vol + rng.normal(0, sd, shape)) ** 2 + rng.normal(0, sd, shape) ** 2)
+    return torch.from_numpy(vol.astype(np.float32))[None]
+
+# %% ../../nbs/domains/14_neuro.ipynb #d07aceaf
+@patch
+def show(self: NeuroPhantom, x, labels, ax):
+    """The axial slice through the finding, in the finding's window: subdural (L75/W215) for haemorrhage, bone
+    (L500/W2000) for a lone fracture, else brain (L40/W80)."""
+    sl = np.asarray(x[0, int(labels.get("focus", x.shape[1] // 2))])
+    if self.modality == "mri": ax.imshow(sl, cmap="gray", vmin=0, vmax=1)
+    else:
+        if labels.get("haemorrhage", 0): level, width = 75, 215
+        elif labels.get("fracture", 0) and not labels.get("mass", 0): level, width = 500, 2000
+        else: level, width = 40, 80
+        ax.imshow(sl, cmap="gray", vmin=level - width / 2, vmax=level + width / 2)
+    ax.set_axis_off()
 
 # %% ../../nbs/domains/14_neuro.ipynb #8120fba3
 MAX_SPACING_MM = 20.0  # no head CT/MR voxel is coarser: a larger spacing is a header error
