@@ -22,9 +22,9 @@ from .train import TrainConfig, fit, load_backbone, recipe
 
 # %% auto #0
 __all__ = ['DRY_RUN_SUFFIX', 'recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key',
-           'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed', 'evaluate', 'run_grid', 'headline',
-           'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
-           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+           'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'run_grid',
+           'headline', 'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance',
+           'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 DRY_RUN_SUFFIX = "-dryrun"  # `full-dryrun`: the full recipes on fixtures, into its own runs/ and figures/ folders
@@ -134,22 +134,28 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
 
 _KEEP = ("auroc", "accuracy", "f1", "kappa")
 
+def eval_tasks(domain: str, profile: str = "smoke", root=None) -> dict:
+    "Label key -> task kind that a domain is evaluated on under a profile: the evaluation dataset's own tasks."
+    dom = get_domain(domain)
+    name, _ = _data_kw(domain, profile, root)
+    name = dom.eval_dataset.get(name, (name, {}))[0]
+    return {k: t.kind for k, t in dom.tasks_for(name).items()}
+
 def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "knn"), label_fraction: float = 1.0,
              root=None, checkpoint: str = "backbone.pt", device=None) -> pd.DataFrame:
     "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label)."
-    from sslmed.probes import linear_probe, knn_eval, label_subset
+    from sslmed.probes import linear_probe, knn_eval, label_subset, EmptySplitError
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
     dev = run_device(cfg, device)
     ftr, fte = embed(run_dir, profile, seed, root, checkpoint, dev)
     rows = []
-    for key, task in dom.eval_labels.items():
+    for key, task in eval_tasks(cfg.domain, profile, root).items():
         tr = ftr if label_fraction >= 1 else ftr.subset(label_subset(ftr.y(key), label_fraction, seed))
         for probe in probes:
             if probe == "linear":
                 try: r = linear_probe(tr, key, task, val=0.2, test=fte, seed=seed, device=dev)
-                except ValueError as e:  # a handful of labels leaves no validation split: fixed epochs, no early stopping
-                    if "validation split is empty" not in str(e): raise
+                except EmptySplitError:  # a handful of labels leaves no validation split: fixed epochs, no early stopping
                     r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100, device=dev)
             elif probe == "knn":
                 r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task, device=dev)
@@ -195,18 +201,18 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
                   lr: float = 1e-4, root=None, device=None) -> dict:
     "Fine-tune a run's backbone + linear head on `fraction` of the train labels; test-set metrics as a row."
     from sslmed.finetune import finetune, predict_logits
-    from sslmed.probes import label_subset, val_split, n_outputs
+    from sslmed.probes import label_subset, val_split, n_outputs, EmptySplitError
     from sslmed.metrics import classification_metrics, task_probs
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
-    task = dom.eval_labels[label]
+    task = eval_tasks(cfg.domain, profile, root)[label]
     views_kw, dev = cfg.views_kw, run_device(cfg, device)
     model = Preprocessed(load_backbone(Path(run_dir) / "backbone.pt"), dom.eval_tf(**views_kw))
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     y = torch.as_tensor(dataset_labels(train, label))
     sub = label_subset(y, fraction, seed)
     try: tr, va, patience = *val_split(y[sub].numpy(), 0.2, seed), 3
-    except ValueError:  # too few labels to hold any out: train the fixed number of epochs on all of them
+    except EmptySplitError:  # too few labels to hold any out: train the fixed number of epochs on all of them
         tr = va = np.arange(len(sub)); patience = epochs
     K = 2 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
     head = nn.Linear(model.embed_dim, n_outputs(task, K))
