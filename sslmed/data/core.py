@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/data.html.md"""
 
 # %% ../../nbs/08_data.ipynb #83ec1d4c
 from __future__ import annotations
-import csv, io, warnings, zlib
+import csv, io, os, warnings, zlib
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 import numpy as np
@@ -19,8 +19,8 @@ from ..core import atomic_path
 
 # %% auto #0
 __all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'inside_root', 'check_unique',
-           'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine',
-           'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
+           'cache_root', 'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord',
+           'Quarantine', 'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
            'to_tensor_image', 'dataset_labels', 'ReaderDataset', 'ImageFiles']
 
 # %% ../../nbs/08_data.ipynb #719b5762
@@ -76,6 +76,13 @@ def check_unique(values, file, field: str) -> list:
         seen.add(v)
     if dup: raise DataError(file, field, f"{len(dup)} value(s) repeat, e.g. {dup[:5]}: each must appear once")
     return values
+
+# %% ../../nbs/08_data.ipynb #23d955f0
+def cache_root(cache_dir) -> Path | None:
+    "`cache_dir` as an absolute folder: relative ones under `$SSLMED_CACHE` (default `~/.cache/sslmed`); None stays None."
+    if cache_dir is None: return None
+    p = Path(cache_dir).expanduser()
+    return p if p.is_absolute() else Path(os.environ.get("SSLMED_CACHE", "~/.cache/sslmed")).expanduser().resolve() / p
 
 # %% ../../nbs/08_data.ipynb #ab18e07d
 def require_columns(df: pd.DataFrame, cols: Iterable[str], file) -> pd.DataFrame:

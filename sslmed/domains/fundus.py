@@ -26,6 +26,7 @@ from ..data.core import (DataError, Quarantine, ReaderDataset, require_root, req
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
+from ..data.core import cache_root
 
 # %% auto #0
 __all__ = ['FUNDUS_GRADES', 'IMAGE_SUFFIXES', 'FIXTURE_SIZES', 'APTOS_SOURCE', 'APTOS_LAYOUT', 'EYEPACS_SOURCE', 'EYEPACS_LAYOUT',
@@ -279,7 +280,7 @@ class GradedImages(ReaderDataset):
         if size is not None and (type(size) is not int or size < 8): raise ValueError(f"size must be null or an integer >= 8, got {size!r}")
         self.size, self.crop, self.random_crop, self.threshold, self.transform = size, crop, random_crop, threshold, transform
         tag = f"s{size}-c{int(crop)}-t{threshold:.5f}-v{_CACHE_VERSION}"
-        self.cache = PhotoCache(cache_dir, tag) if cache_dir is not None and size is not None else None
+        self.cache = PhotoCache(cache_root(cache_dir), tag) if cache_dir is not None and size is not None else None
 
     def photo(self, path) -> np.ndarray:
         "Steps 1-3 for one file: decoded, cropped to the field, short side `size`, uint8 (cached when `cache_dir` is set)."

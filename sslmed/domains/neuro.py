@@ -35,6 +35,7 @@ from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smo
 from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, seed_overrides
 from fastcore.basics import patch
+from ..data.core import cache_root
 
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
@@ -712,7 +713,7 @@ class NeuroStudies(ReaderDataset):
         if len(self.spacing) != 3 or not all(0 < s <= MAX_SPACING_MM for s in self.spacing):
             raise ValueError(f"spacing must be three values in (0, {MAX_SPACING_MM}] mm, got {spacing!r}")
         self.crop = tuple(int(t) * int(patch_size) for t in triple(max_crop_size, "max_crop_size"))
-        self.transform, self.cache_dir = transform, (Path(cache_dir) if cache_dir is not None else None)
+        self.transform, self.cache_dir = transform, cache_root(cache_dir)
         dirs = {d.name: d for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
         if not dirs: raise DataError(self.root, "studies", f"no study folders; expected layout in {NEURO_LAYOUT}")
         self.labels, self.label_columns = self._read_labels(labels_csv, label_columns, split, dirs)
@@ -965,5 +966,6 @@ DOMAIN = register_domain(Domain(
     tasks={"findings": Task("multilabel", len(NEURO_FINDINGS), "auroc")},
     datasets={"phantom": phantom_factory(NeuroPhantom), "neuro_studies": reader_factory(NeuroStudies)},
     encoder="vit3d_small", real_splits={"neuro_studies": ("train", "test")},
+    eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
     eval_sizes={"smoke": dict(train=64, test=32)},  # phantom items are series: n studies x n_series
     fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS))
