@@ -70,11 +70,13 @@ def main(argv=None):
     ap.add_argument("--caps", default="default,avx2,native", help="kernel levels (ATEN_CPU_CAPABILITY), comma-separated")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     ap.add_argument("--jobs", type=int, default=1, help="combinations run at once (1-thread runs only share cores well)")
+    ap.add_argument("--only", default=None, help="run only the notebooks and tests whose file name contains this text")
     ap.add_argument("--out", default=None, help="CSV path (default benchmarks/results/portable-<machine>.csv)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from sslmed.core import machine_tag
     nbs, tests = margin_sources()
+    if a.only: nbs, tests = [p for p in nbs if a.only in p.name], [p for p in tests if a.only in p.name]
     print("notebooks:", ", ".join(p.name for p in nbs), "| tests:", ", ".join(p.name for p in tests) or "-")
     combos = list(itertools.product(a.caps.split(","), map(int, a.threads.split(","))))
     log_dir = Path(tempfile.mkdtemp(prefix="sslmed-portable-"))
