@@ -82,7 +82,8 @@ def cell_intervals(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
         rng = np.random.default_rng([seed, i])
         shared = bootstrap_indices(ys[0], n_boot, rng) if _shared(ys) else None
         f = score_fn(metric, task)
-        scores = [f(*check_scores(y, p, task, "probabilities")) for y, p in zip(ys, ps)]
+        try: scores = [f(*check_scores(y, p, task, f"probabilities of seed {s}")) for s, y, p in zip(g.seed, ys, ps)]
+        except ValueError as e: raise ValueError(f"cell {dict(zip(CELL, key))}: {e}") from None
         boot = [bootstrap_scores(y, p, task, metric, shared if shared is not None else bootstrap_indices(y, n_boot, rng))
                 for y, p in zip(ys, ps)]
         rows.append(dict(zip(CELL, key), metric=metric, **combine_interval(scores, boot, level), shared_test=shared is not None))
