@@ -11,9 +11,9 @@ from importlib import metadata
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_path', 'atomic_write_text', 'atomic_write_json', 'file_lock', 'project_root', 'file_sha256', 'files_digest',
-           'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype', 'moved_names',
-           'assert_margin']
+__all__ = ['DRY_RUN', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'file_lock', 'project_root', 'file_sha256',
+           'files_digest', 'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype',
+           'rehearsed_profile', 'moved_names', 'assert_margin']
 
 # %% ../nbs/00_core.ipynb #fc1d2662
 @contextlib.contextmanager
@@ -121,6 +121,13 @@ def stat_dtype(x):
     "The dtype statistics of `x` are computed in: float64 for float64 input, float32 otherwise."
     import torch
     return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+# %% ../nbs/00_core.ipynb #b007c565
+DRY_RUN = "-dryrun"
+
+def rehearsed_profile(profile: str) -> str:
+    "The profile whose recipes `profile` uses: `full-dryrun` -> `full`; any other profile is itself."
+    return profile.removesuffix(DRY_RUN)
 
 # %% ../nbs/00_core.ipynb #458adc68
 def moved_names(homes: dict) -> typing.Callable:

@@ -11,17 +11,17 @@ from pathlib import Path
 import yaml
 from .core import (atomic_path, atomic_write_json, atomic_write_text, device_info, file_lock, file_sha256,
                          files_digest, git_info, package_versions, project_root)
+from .core import DRY_RUN, rehearsed_profile
 
 # %% auto #0
-__all__ = ['PAPER_IDS', 'VOLATILE', 'DRY_RUN', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters',
-           'load_profile', 'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name', 'run_notebook',
-           'library_digest', 'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
+__all__ = ['PAPER_IDS', 'VOLATILE', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters', 'load_profile',
+           'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name', 'run_notebook', 'library_digest',
+           'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
 
 # %% ../nbs/32_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 7)) + tuple(f"F{i}" for i in range(1, 9))
 VOLATILE = ("wall_time_s", "created")  # manifest fields allowed to differ between two identical runs
 
-DRY_RUN = "-dryrun"  # `<profile>-dryrun`: that profile's recipes on fixtures (sslmed.protocols.recipe_profile)
 
 def provenance_line(art_id: str, profile: str, data: str) -> str:
     "The line under every artifact: what it is, which profile and which data produced it."
@@ -123,7 +123,7 @@ class MissingRoots(FileNotFoundError):
 
 def recipe_roots(profile: str, root=None) -> dict:
     "`{$SSLMED_DATA_<NAME>: dataset}` for every real dataset that a profile's recipe files name (read as YAML only)."
-    d = Path(root or project_root()) / "recipes" / profile.removesuffix(DRY_RUN)
+    d = Path(root or project_root()) / "recipes" / rehearsed_profile(profile)
     out = {}
     for f in sorted(d.glob("*.yaml")):
         r = yaml.safe_load(f.read_text()) or {}

@@ -19,19 +19,18 @@ from .data.core import DataError, Quarantine
 from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .train import TrainConfig, fit, load_backbone, recipe
+from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['DRY_RUN_SUFFIX', 'recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key',
-           'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'run_grid',
-           'headline', 'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance',
-           'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
+           'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'run_grid', 'headline',
+           'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
-DRY_RUN_SUFFIX = "-dryrun"  # `full-dryrun`: the full recipes on fixtures, into its own runs/ and figures/ folders
-
 def recipe_profile(profile: str) -> str:
     "The recipes a profile trains with: its own, or for a dry run (`<profile>-dryrun`) those of the profile it rehearses."
-    return profile.removesuffix(DRY_RUN_SUFFIX)
+    return rehearsed_profile(profile)
 
 def root_env(dataset: str) -> str:
     "The environment variable holding a real dataset's root."

@@ -224,7 +224,7 @@ def plot_spectra(spectra: dict, title: str | None = None):
 def embedding_2d(x, kind: str = "pca", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     "2D coordinates (N, 2) of embeddings (N, D) by PCA or t-SNE (PCA-initialised, fixed random_state)."
     x = np.asarray(torch.as_tensor(x).detach().cpu().double())
-    if x.ndim != 2 or len(x) < 4: raise ValueError(f"embedding_2d needs embeddings (N, D) with N >= 4, got shape {x.shape}")
+    if x.ndim != 2 or len(x) < 3: raise ValueError(f"embedding_2d needs embeddings (N, D) with N >= 3, got shape {x.shape}")
     if kind not in ("pca", "tsne"): raise ValueError(f"kind must be 'pca' or 'tsne', got {kind!r}")
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn, Tensor
-from .core import atomic_path, atomic_write_text
+from .core import atomic_path, atomic_write_text, rehearsed_profile
 from .domain import get_domain, list_domains
 from .data.core import dataset_labels
 
@@ -846,7 +846,7 @@ def recipes_dir(root=None) -> Path:
 
 def recipe(domain: str, method: str, profile: str = "smoke", overrides=(), root=None) -> TrainConfig:
     "The `TrainConfig` of `method` on `domain` under `profile`, from `recipes/<profile>/<domain>.yaml`."
-    f = recipes_dir(root) / profile / f"{domain}.yaml"
+    f = recipes_dir(root) / rehearsed_profile(profile) / f"{domain}.yaml"  # a dry run uses the recipes it rehearses
     if not f.is_file(): raise FileNotFoundError(f"no recipe {f}; profiles: {sorted(p.name for p in recipes_dir(root).iterdir() if p.is_dir())}")
     d = yaml.safe_load(f.read_text()) or {}
     methods = d.pop("methods", {}) or {}

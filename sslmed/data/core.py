@@ -227,7 +227,7 @@ def dataset_labels(dataset, key: str, max_items: int | None = None) -> np.ndarra
     "Every item's label `key`: from the dataset's `labels` table when it has one (nothing rendered), else item by item."
     table = getattr(dataset, "labels", None)
     if callable(table): table = table()
-    if isinstance(table, dict):
+    if isinstance(table, dict) and not any(isinstance(v, str) for v in table.values()):  # a table of labels, not a map of names
         if key not in table: raise KeyError(f"{type(dataset).__name__} has no label {key!r}; it has {sorted(table)}")
         return np.asarray(torch.as_tensor(table[key]))
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
