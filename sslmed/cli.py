@@ -13,7 +13,7 @@ from .core import atomic_write_text, project_root
 from .paper import run_paper, readme_from_index, list_experiments, dry_run, MissingRoots
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'readme', 'docs', 'experiments', 'check_data', 'train', 'main']
+__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'main']
 
 # %% ../nbs/34_cli.ipynb #56c828b5
 @call_parse
@@ -21,11 +21,20 @@ def paper(profile: str = "smoke",  # smoke (CPU, phantoms), demo (CPU, longer) o
           only: Annotated[str, "run only these experiment notebooks", {"nargs": "+"}] = None,
           jobs: int = 1,  # notebooks run at the same time
           resume: bool = False,  # skip notebooks whose inputs are unchanged since their last success
-          dry_run: bool = False):  # the profile's recipes at full size for 2 steps on fixtures, into figures/<profile>-dryrun/
+          dry_run: bool = False,  # the profile's recipes at full size for 2 steps on fixtures, into figures/<profile>-dryrun/
+          compare: str = None):  # a folder of earlier tables (copied out first): list every cell that moved beyond its interval
     "Run the experiment notebooks through papermill into figures/<profile>/."
     try: results = _dry_run(profile, only or None, jobs=jobs) if dry_run else run_paper(profile, only or None, jobs=jobs, resume=resume)
     except MissingRoots as e: print(e, file=sys.stderr); return 2
-    return 1 if any(r["status"] == "failed" for r in results) else 0
+    if any(r["status"] == "failed" for r in results): return 1
+    return compare_with(project_root() / "figures" / profile / "tables", compare) if compare else 0
+
+def compare_with(fresh, committed) -> int:
+    "Print the cells of `fresh` tables that moved beyond their interval in `committed` ones; 3 if any moved, else 0."
+    from sslmed.intervals import compare_tables
+    moved = compare_tables(fresh, committed)
+    print(moved.to_string() if len(moved) else "no cell moved beyond its interval")
+    return 3 if len(moved) else 0
 
 _dry_run = dry_run  # the function, under a name that the flag of the same name does not shadow
 

@@ -141,8 +141,8 @@ def eval_tasks(domain: str, profile: str = "smoke", root=None) -> dict:
     return {k: t.kind for k, t in dom.tasks_for(name).items()}
 
 def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "knn"), label_fraction: float = 1.0,
-             root=None, checkpoint: str = "backbone.pt", device=None) -> pd.DataFrame:
-    "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label)."
+             root=None, checkpoint: str = "backbone.pt", device=None, predictions: bool = False) -> pd.DataFrame:
+    "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label); `predictions` keeps test labels and probabilities (for intervals)."
     from sslmed.probes import linear_probe, knn_eval, label_subset, EmptySplitError
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
@@ -161,12 +161,13 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
             else: raise ValueError(f"unknown probe {probe!r}; use 'linear' or 'knn'")
             rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=key, task=task,
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
-                             **{k: r.metrics.get(k) for k in _KEEP}))
+                             **{k: r.metrics.get(k) for k in _KEEP},
+                             **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
     return pd.DataFrame(rows)
 
 # %% ../nbs/30_protocols.ipynb #a3f933a3
 def run_grid(domains, methods, seeds=(0,), profile: str = "smoke", overrides=(), per_run=None, root=None,
-             label_fraction: float = 1.0, probes=("linear", "knn")) -> pd.DataFrame:
+             label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False) -> pd.DataFrame:
     "Pretrain and evaluate every (domain, method, seed); `per_run` maps (domain, method) to extra overrides."
     frames = []
     for d in domains:
@@ -174,7 +175,7 @@ def run_grid(domains, methods, seeds=(0,), profile: str = "smoke", overrides=(),
             for s in seeds:
                 extra = as_overrides((per_run or {}).get((d, m), []))
                 run = pretrain(d, m, profile, s, [*as_overrides(overrides), *extra], root)
-                frames.append(evaluate(run, profile, s, probes, label_fraction, root).assign(run=str(run)))
+                frames.append(evaluate(run, profile, s, probes, label_fraction, root, predictions=predictions).assign(run=str(run)))
     return pd.concat(frames, ignore_index=True)
 
 def headline(results: pd.DataFrame) -> pd.DataFrame:
