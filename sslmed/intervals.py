@@ -90,7 +90,7 @@ def cell_intervals(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
     return pd.DataFrame(rows)
 
 # %% ../nbs/29_intervals.ipynb #d60c01f6
-def synthetic_predictions(domain="toy", label="y", methods=None, seeds=(0, 1, 2), n=200, shared_test=True, seed=0):
+def synthetic_predictions(domain: str, label: str, methods=None, seeds=(0, 1, 2), n=200, shared_test=True, seed=0):
     "Per-seed binary test predictions with a known separation per method (`methods`: name -> signal), for tests and docs."
     methods = methods or {"random": 0.0, "lejepa": 1.5}
     rng, rows = np.random.default_rng(seed), []

@@ -86,7 +86,7 @@ def test_compare_bad_folders(tmp_path):
 
 def test_interval_table_moves_are_judged_by_the_committed_interval(tmp_path):
     "Long interval tables: a fresh mean inside the committed interval is not listed, one outside is, with the interval."
-    t = cell_intervals(synthetic_predictions(), n_boot=100)
+    t = cell_intervals(synthetic_predictions("angio", "stenosis"), n_boot=100)
     (tmp_path / "c").mkdir(); (tmp_path / "f").mkdir()
     t.to_csv(tmp_path / "c" / "T1.csv", index=False)
     f = t.copy(); f["mean"] = [t.hi[0] + 1e-3, (t.lo[1] + t.hi[1]) / 2 + 0.9 * (t.hi[1] - t.lo[1]) / 2]
