@@ -47,18 +47,21 @@ def checkpoint_hash(model) -> str:
     _hash_update(h, state)
     return h.hexdigest()[:16]
 
-def _items_digest(dataset, n: int = 8) -> str:
+def _items_digest(dataset) -> str:
+    "A digest of every item (not a sample: one changed item must change the key)."
     h = hashlib.sha256()
     if hasattr(dataset, "indices"): h.update(np.asarray(dataset.indices).tobytes())
-    for i in sorted(set(np.linspace(0, len(dataset) - 1, n).astype(int).tolist())):
+    for i in range(len(dataset)):
         x, labels = _split_item(dataset[i])
         _hash_update(h, {"x": x, **labels})
     return h.hexdigest()
 
 def dataset_key(dataset) -> str:
-    "A stable identity of a dataset: class name, length, and a hash of its repr (or of sampled items if the repr is the default)."
-    r = repr(dataset)
-    if re.search(r" at 0x[0-9a-fA-F]+>", r): r = _items_digest(dataset)
+    "A stable identity of a dataset's content: a reader's `fingerprint` (files by their bytes), else its repr, else every item."
+    if hasattr(dataset, "fingerprint"): r = dataset.fingerprint()
+    else:
+        r = repr(dataset)
+        if re.search(r" at 0x[0-9a-fA-F]+>", r): r = _items_digest(dataset)
     return f"{type(dataset).__name__}-n{len(dataset)}-{hashlib.sha256(r.encode()).hexdigest()[:12]}"
 
 # %% ../nbs/23_features.ipynb #cd47c236

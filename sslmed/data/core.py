@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/data.html.md"""
 
 # %% ../../nbs/08_data.ipynb #83ec1d4c
 from __future__ import annotations
-import csv, io, os, warnings, zlib
+import csv, hashlib, io, json, os, warnings, zlib
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 import numpy as np
@@ -264,6 +264,18 @@ class ReaderDataset(Dataset):
                 self._bad.add(j)
                 self.quarantine.add(e)
         raise DataError(getattr(self, "root", type(self).__name__), "items", f"all {n} items failed to load; see the quarantine")
+
+    def fingerprint(self) -> str:
+        "A digest of what this dataset reads: every item's fields, each file by its bytes (SHA-256), and its settings."
+        from sslmed.core import file_sha256
+        def part(v):
+            if isinstance(v, (str, Path)) and len(str(v)) < 4096 and Path(v).is_file(): return f"{Path(v).name}:{file_sha256(v)}"
+            if isinstance(v, (list, tuple)): return [part(u) for u in v]
+            if isinstance(v, dict): return {str(k): part(u) for k, u in sorted(v.items(), key=lambda kv: str(kv[0]))}
+            return repr(v)
+        settings = {k: repr(v) for k, v in sorted(vars(self).items()) if k not in ("items", "_bad", "quarantine")}
+        blob = json.dumps({"type": type(self).__name__, "settings": settings, "items": [part(it) for it in self.items]}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     def _check(self, items, check):
         "Keep the items that pass `check`, under this dataset's `on_error` policy."
