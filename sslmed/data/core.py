@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/data.html.md"""
 
 # %% ../../nbs/08_data.ipynb #83ec1d4c
 from __future__ import annotations
-import csv, hashlib, io, json, os, warnings, zlib
+import csv, hashlib, io, json, os, re, warnings, zlib
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 import numpy as np
@@ -273,7 +273,9 @@ class ReaderDataset(Dataset):
             if isinstance(v, (list, tuple)): return [part(u) for u in v]
             if isinstance(v, dict): return {str(k): part(u) for k, u in sorted(v.items(), key=lambda kv: str(kv[0]))}
             return repr(v)
-        settings = {k: repr(v) for k, v in sorted(vars(self).items()) if k not in ("items", "_bad", "quarantine")}
+        # object addresses (a transform, a cache object) differ in every process: the key must not
+        settings = {k: re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v)) for k, v in sorted(vars(self).items())
+                    if k not in ("items", "_bad", "quarantine")}
         blob = json.dumps({"type": type(self).__name__, "settings": settings, "items": [part(it) for it in self.items]}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
