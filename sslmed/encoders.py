@@ -273,10 +273,17 @@ class CNN3D(Encoder):
 
 # %% ../nbs/03_encoders.ipynb #0d7a4793
 class TimmViT(Encoder):
-    "A timm VisionTransformer whose `forward_tokens` encodes only the kept patch tokens."
-    def __init__(self, model: VisionTransformer, name: str = "", in_chans: int = 3):
+    "A timm VisionTransformer whose `forward_tokens` encodes only the kept patch tokens; `pool='cls'` makes `forward` its class token."
+    def __init__(self, model: VisionTransformer, name: str = "", in_chans: int = 3, pool: str = "mean"):
         super().__init__()
         self.model, self.name, self.in_chans, self.embed_dim = model, name, in_chans, model.embed_dim
+        self.model_chans = model.patch_embed.proj.in_channels
+        if in_chans != self.model_chans and in_chans != 1:
+            raise ValueError(f"{name}: a {self.model_chans}-channel model takes {self.model_chans}-channel inputs, or 1-channel ones "
+                             f"repeated; got in_chans={in_chans}")
+        if pool not in ("mean", "cls") or (pool == "cls" and not model.num_prefix_tokens):
+            raise ValueError(f"{name}: pool must be 'mean' or 'cls' (a model with a class token), got {pool!r}")
+        self.pool_kind = pool
 
     def expected_shape(self) -> str:
         pe = self.model.patch_embed
@@ -292,9 +299,11 @@ class TimmViT(Encoder):
         if not ok: raise ValueError(f"{self.name} expects input of shape {self.expected_shape()}, got {shape}")
         return tuple(pe.dynamic_feat_size(shape[2:])) if self.model.dynamic_img_size else tuple(pe.grid_size)
 
-    def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+    def _all_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        "Normalised prefix tokens, then the kept patch tokens: (B, n_prefix + n_kept, D)."
         _check_input(x, self.name)
         self.grid_size(x.shape)
+        if self.model_chans != self.in_chans: x = x.expand(-1, self.model_chans, -1, -1)  # a gray frame as RGB
         m, npre = self.model, self.model.num_prefix_tokens
         t = m._pos_embed(m.patch_embed(x))
         if keep is not None:
@@ -302,9 +311,15 @@ class TimmViT(Encoder):
             t = torch.cat([t[:, :npre], gather_tokens(t[:, npre:], keep)], 1)
         t = m.norm_pre(m.patch_drop(t))
         t = checkpoint_seq(m.blocks, t) if m.grad_checkpointing and torch.is_grad_enabled() else m.blocks(t)
-        return m.norm(t)[:, npre:]
+        return m.norm(t)
+
+    def forward_tokens(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        return self._all_tokens(x, keep)[:, self.model.num_prefix_tokens:]
 
     def pool(self, tokens: Tensor) -> Tensor: return self.model.fc_norm(tokens.mean(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._all_tokens(x)[:, 0] if self.pool_kind == "cls" else self.pool(self.forward_tokens(x))
 
 class TimmFeatures(Encoder):
     "Any other timm model: the final feature map as (B, H·W, C) tokens; `keep` selects tokens after the full forward."
@@ -364,9 +379,11 @@ def create_encoder(name: str, in_chans: int, **kw) -> Encoder:
     if kw.pop("pretrained", False): raise ValueError("sslmed never loads pretrained weights: drop pretrained=True")
     if name in ENCODERS: return ENCODERS[name](in_chans=in_chans, name=name, **kw)
     if timm.is_model(name):
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kw)
-        wrap = TimmViT if isinstance(model, VisionTransformer) else TimmFeatures
-        return wrap(model, name, in_chans)
+        opts = {k: kw.pop(k) for k in ("pool", "model_in_chans") if k in kw}  # sslmed's own options of a timm ViT
+        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=opts.get("model_in_chans", in_chans), **kw)
+        if isinstance(model, VisionTransformer): return TimmViT(model, name, in_chans, pool=opts.get("pool", "mean"))
+        if opts: raise ValueError(f"{name}: pool and model_in_chans apply to timm ViTs only, got {sorted(opts)}")
+        return TimmFeatures(model, name, in_chans)
     close = difflib.get_close_matches(name, list(ENCODERS) + timm.list_models(), n=5, cutoff=0.6)
     raise ValueError(f"unknown encoder {name!r}; did you mean one of {close}? "
                      f"sslmed names: {list(ENCODERS)}, or any name in timm.list_models()")
