@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 import torch
 import torch.nn.functional as F
+from .phantoms import Rendered
 
 # %% auto #0
 __all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to',
@@ -42,6 +43,7 @@ class Domain:
     fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
     seed_keys: dict = field(default_factory=dict)     # the seed system's config keys -> sslmed keys (see `seed_overrides`)
     dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
+    finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind
@@ -87,8 +89,10 @@ def get_domain(name: str) -> Domain:
 
 # %% ../nbs/10_domain.ipynb #c7db9498
 def phantom_factory(cls) -> Callable:
-    "A dataset factory for a phantom class: `(root=None, seed=0, **kw) -> cls(seed=seed, **kw)`."
-    def make(root=None, seed=0, **kw): return cls(seed=seed, **kw)
+    "A dataset factory for a phantom class: `(root=None, seed=0, render=False, **kw) -> cls(seed=seed, **kw)`, drawn once into the cache when `render`."
+    def make(root=None, seed=0, render: bool = False, **kw):
+        ds = cls(seed=seed, **kw)
+        return Rendered(ds) if render else ds
     return make
 
 def reader_factory(cls) -> Callable:

@@ -6,7 +6,8 @@ Docs: https://sslmed.github.io/sslmed/phantoms.html.md"""
 
 # %% ../nbs/09_phantoms.ipynb #61734858
 from __future__ import annotations
-import math
+import hashlib, json, math
+from pathlib import Path
 from functools import cached_property
 import numpy as np
 import torch
@@ -16,11 +17,12 @@ from scipy.signal import resample_poly
 from scipy.special import expit
 from torch import Tensor
 from torch.utils.data import Dataset
-from .core import moved_names
+from .core import moved_names, file_lock, atomic_path
+from .data.core import cache_root
 
 # %% auto #0
 __all__ = ['check_int', 'label_tensor', 'stack_labels', 'Phantom', 'smooth_noise', 'draw_curves', 'draw_curve', 'heading',
-           'taper_profile', 'tubes', 'unit_vector']
+           'taper_profile', 'tubes', 'unit_vector', 'render_key', 'render_all', 'Rendered']
 
 # %% ../nbs/09_phantoms.ipynb #49ed58f3
 def check_int(value, name: str, low: int = 0) -> int:
@@ -151,6 +153,49 @@ def unit_vector(*v) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64).reshape(-1)
     return v / np.linalg.norm(v)
 
+
+# %% ../nbs/09_phantoms.ipynb #1ccae91f
+def _source_digest(obj) -> str:
+    "SHA-256 of the files defining `obj`'s class and this module: a changed phantom renders anew."
+    import inspect, sslmed.phantoms as base
+    files = {base.__file__}
+    try: files.add(inspect.getsourcefile(type(obj)))
+    except (TypeError, OSError): pass  # a class defined in a notebook cell has no file: its settings still key it
+    h = hashlib.sha256()
+    for f in sorted(f for f in files if f and Path(f).is_file()): h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+def render_key(phantom: Phantom) -> str:
+    "A short name for a phantom's rendering: its class, every setting, and the source that draws it."
+    settings = {k: v for k, v in vars(phantom).items() if isinstance(v, (bool, int, float, str, type(None)))}
+    text = json.dumps([type(phantom).__qualname__, settings, _source_digest(phantom)], sort_keys=True)
+    return f"{type(phantom).__name__}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+def render_all(phantom: Phantom) -> dict:
+    "Every item of `phantom` stacked: {'x': (N, ...), 'y': {key: (N, ...)}}."
+    items = [phantom[i] for i in range(len(phantom))]
+    return {"x": torch.stack([x for x, _ in items]), "y": {k: torch.stack([y[k] for _, y in items]) for k in items[0][1]}}
+
+class Rendered(Dataset):
+    "A phantom drawn once into a cached tensor file and read back memory-mapped; other attributes are the phantom's."
+    def __init__(self, phantom: Phantom, cache_dir=None):
+        self.source = phantom
+        self.path = cache_root(cache_dir or "phantoms") / f"{render_key(phantom)}.pt"
+        with file_lock(self.path.with_suffix(".lock")):  # processes asking at once render it once
+            if not self.path.is_file():
+                with atomic_path(self.path) as tmp: torch.save(render_all(phantom), tmp)
+        d = torch.load(self.path, mmap=True, weights_only=True)
+        self.x, self.y = d["x"], d["y"]
+        if len(self.x) != len(phantom): raise ValueError(f"{self.path}: {len(self.x)} items cached, the phantom has {len(phantom)}; delete the file")
+
+    def __len__(self) -> int: return len(self.x)
+    def __getitem__(self, i) -> tuple[Tensor, dict]:
+        i = self.source.index(i)
+        return self.x[i].clone(), {k: v[i].clone() for k, v in self.y.items()}
+    def __getattr__(self, name):
+        if name == "source": raise AttributeError(name)  # unpickling: before __init__ has run
+        return getattr(self.source, name)
+    def __repr__(self): return repr(self.source)
 
 # %% ../nbs/09_phantoms.ipynb #813c289c
 __getattr__ = moved_names({"AngioPhantom": "sslmed.domains.angio", "ANGIO_SEGMENTS": "sslmed.domains.angio", "ECGPhantom": "sslmed.domains.ecg", "ECG_LEADS": "sslmed.domains.ecg", "ECG_RHYTHMS": "sslmed.domains.ecg", "ECG_SUPERCLASSES": "sslmed.domains.ecg", "ECG_TERRITORIES": "sslmed.domains.ecg", "FundusPhantom": "sslmed.domains.fundus", "FUNDUS_GRADES": "sslmed.domains.fundus", "NeuroPhantom": "sslmed.domains.neuro", "NEURO_FINDINGS": "sslmed.domains.neuro", "HAEMORRHAGE_TYPES": "sslmed.domains.neuro", "MRI_SEQUENCES": "sslmed.domains.neuro", "TISSUES": "sslmed.domains.neuro", "phantom_grid": "sslmed.reports"})
