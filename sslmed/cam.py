@@ -13,7 +13,7 @@ from torch import nn, Tensor
 
 # %% auto #0
 __all__ = ['find_attr', 'eval_mode', 'CAMHead', 'cam_l1', 'attention_maps', 'attention_rollout', 'gradcam', 'cam',
-           'normalize_cam', 'cam_masks', 'upsample_cam', 'refine_cam']
+           'normalize_cam', 'cam_masks', 'upsample_cam', 'refine_cam', 'refine_cam_masked']
 
 # %% ../nbs/22_cam.ipynb #930e738e
 def find_attr(model: nn.Module, name: str, default=None):
@@ -235,3 +235,12 @@ def refine_cam(maps: Tensor, features: Tensor, n_iter: int = 1) -> Tensor:
     m = maps.flatten(2).float()
     for _ in range(n_iter): m = m @ aff.transpose(1, 2)
     return m.view(maps.shape)
+
+# %% ../nbs/22_cam.ipynb #7711e260
+def refine_cam_masked(maps: Tensor, features: Tensor, thresholds=(0.25, 0.5, 0.75), n_iter: int = 1) -> Tensor:
+    "Multi-threshold masks + self-attention: each masked normalised map refined by `refine_cam`, averaged, in [0, 1]; (B, K, *grid)."
+    sp = maps.ndim - 2
+    if sp < 1: raise ValueError(f"maps must have shape (B, K, *grid), got {tuple(maps.shape)}")
+    nm = normalize_cam(maps, sp)
+    out = torch.stack([refine_cam(nm * m, features, n_iter) for m in cam_masks(maps, thresholds, sp)]).mean(0)
+    return normalize_cam(out, sp)

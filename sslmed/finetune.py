@@ -26,21 +26,25 @@ from .features import *
 from .cam import *
 
 # %% auto #0
-__all__ = ['Classifier', 'param_groups', 'predict_logits', 'FinetuneResult', 'finetune']
+__all__ = ['feature_map', 'Classifier', 'param_groups', 'predict_logits', 'FinetuneResult', 'finetune_loss', 'finetune',
+           'cam_l1_penalty', 'finetune_cam', 'CAMPredictions', 'predict_cams']
 
 # %% ../nbs/25_finetune.ipynb #e0d2f5c1
+def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
+    "A backbone's last feature map (B, C, *grid): its own `feature_map` if it has one; an sslmed encoder's tokens laid back on its patch grid."
+    if hasattr(backbone, "feature_map"): return backbone.feature_map(x)
+    f = backbone.forward_features(x)
+    if f.ndim == 3:  # tokens (B, n, D) of an sslmed encoder: back onto the patch grid
+        f = f.transpose(1, 2).reshape(len(x), f.shape[2], *backbone.grid_size(x.shape))
+    return f
+
 class Classifier(nn.Module):
     "`head(backbone(x))`; with a `CAMHead`, `head(backbone.forward_features(x))` as a (B, C, *grid) map, keeping `.maps`."
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head, self.maps = backbone, head, None
 
-    def feature_map(self, x):
-        "The backbone's last feature map (B, C, *grid); an sslmed encoder's tokens are laid back on its patch grid."
-        f = self.backbone.forward_features(x)
-        if f.ndim == 3:  # tokens (B, n, D) of an sslmed encoder: back onto the patch grid
-            f = f.transpose(1, 2).reshape(len(x), f.shape[2], *self.backbone.grid_size(x.shape))
-        return f
+    def feature_map(self, x): return feature_map(self.backbone, x)
 
     def forward(self, x):
         if isinstance(self.head, CAMHead):
@@ -104,11 +108,17 @@ class FinetuneResult:
     val_labels: Tensor
 
 # %% ../nbs/25_finetune.ipynb #fcbfea09
+def finetune_loss(model: nn.Module, x: Tensor, y: Tensor, task: str, regularizer: Callable | None = None) -> Tensor:
+    "The training loss of one batch: the task loss of `model(x)`, plus `regularizer(model, logits)` when given."
+    logits = model(x)
+    loss = task_loss(logits, y, task)
+    return loss if regularizer is None else loss + regularizer(model, logits)
+
 def finetune(backbone: nn.Module, head: nn.Module, train_data, val_data, task: str = "multiclass", *,
              label_key: str | None = None, epochs: int = 20, lr: float = 1e-4, weight_decay: float = 0.05,
              layer_decay: float | None = None, batch_size: int = 32, patience: int = 5,
              regularizer: Callable | None = None, device=None, seed: int = 0, num_workers: int = 0,
-             grad_clip: float | None = 1.0, progress: bool = True) -> FinetuneResult:
+             grad_clip: float | None = 1.0, progress: bool = True, augment: Callable | None = None) -> FinetuneResult:
     "Fine-tune `Classifier(backbone, head)` end to end with AdamW (+ layer-wise lr decay), cosine schedule and early stopping."
     check_task(task)
     if len(train_data) == 0: raise ValueError("the training set is empty")
@@ -120,13 +130,13 @@ def finetune(backbone: nn.Module, head: nn.Module, train_data, val_data, task: s
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_items,
                         generator=torch.Generator().manual_seed(seed), drop_last=len(train_data) > batch_size)
+    g = torch.Generator().manual_seed(seed)  # augmentations draw from their own generator: without them nothing changes
     def epoch():
         total, n = 0.0, 0
         for x, lab in loader:
+            if augment is not None: x = augment(x, generator=g)
             x, y = x.to(device), _pick_label(lab, label_key).to(device)
-            logits = model(x)
-            loss = task_loss(logits, y, task)
-            if regularizer is not None: loss = loss + regularizer(model, logits)
+            loss = finetune_loss(model, x, y, task, regularizer)
             opt.zero_grad(set_to_none=True); loss.backward()
             if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
@@ -140,3 +150,45 @@ def finetune(backbone: nn.Module, head: nn.Module, train_data, val_data, task: s
     z, y = predict_logits(model, val_data, label_key, batch_size, device, num_workers)
     m = classification_metrics(y.numpy(), task_probs(z, task).numpy(), task)
     return FinetuneResult(model, hist, best, m, z, y)
+
+# %% ../nbs/25_finetune.ipynb #2ff73752
+def cam_l1_penalty(weight: float) -> Callable:
+    "A `finetune` regularizer: `weight * cam_l1(model.maps)`, the L1 penalty on the class maps of a `CAMHead` classifier."
+    if weight < 0: raise ValueError(f"the CAM L1 weight must be >= 0, got {weight}")
+    def penalty(model, logits):
+        if getattr(model, "maps", None) is None: raise ValueError("the CAM L1 penalty needs a Classifier with a CAMHead (no class maps)")
+        return weight * cam_l1(model.maps)
+    return penalty
+
+# %% ../nbs/25_finetune.ipynb #8832fd47
+def finetune_cam(backbone: nn.Module, train_data, val_data, n_classes: int, cam_weight: float = 1e-3,
+                 task: str = "multiclass", **kw) -> FinetuneResult:
+    "Fine-tune `Classifier(backbone, CAMHead)` with the CAM L1 penalty `cam_weight · mean|maps|`; `kw` go to `finetune`."
+    if task not in ("multiclass", "multilabel"): raise ValueError(f"a CAM head gives one map per class: task must be multiclass or multilabel, got {task!r}")
+    x0 = collate_items([train_data[0]])[0].to(module_device(backbone) or "cpu")
+    with eval_mode(backbone), torch.no_grad(): channels = feature_map(backbone, x0).shape[1]
+    return finetune(backbone, CAMHead(channels, n_classes), train_data, val_data, task,
+                    regularizer=cam_l1_penalty(cam_weight) if cam_weight else None, **kw)
+
+# %% ../nbs/25_finetune.ipynb #bd722d43
+@dataclass
+class CAMPredictions:
+    "Logits (N, K), labels, class maps (N, K, *grid) and their refinement (in [0, 1]) of a CAM classifier over a dataset."
+    logits: Tensor
+    labels: Tensor
+    maps: Tensor
+    refined: Tensor
+
+def predict_cams(model: Classifier, dataset, thresholds=(0.25, 0.5, 0.75), label_key: str | None = None,
+                 batch_size: int = 32, device=None) -> CAMPredictions:
+    "Logits, labels, raw and refined (multi-threshold masks + self-attention) class maps of a `CAMHead` classifier (CPU)."
+    if not isinstance(getattr(model, "head", None), CAMHead): raise TypeError("predict_cams needs a Classifier with a CAMHead")
+    device = torch.device(device) if device else module_device(model) or torch.device("cpu")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_items)
+    out = {k: [] for k in ("logits", "labels", "maps", "refined")}
+    with eval_mode(model), torch.inference_mode():
+        for x, lab in loader:
+            f = model.feature_map(x.to(device))
+            z, m = model.head(f, return_maps=True)
+            for k, v in zip(out, (z, _pick_label(lab, label_key), m, refine_cam_masked(m, f, thresholds))): out[k].append(v.float().cpu())
+    return CAMPredictions(*(torch.cat(v) for v in out.values()))
