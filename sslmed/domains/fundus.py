@@ -35,7 +35,7 @@ __all__ = ['FUNDUS_GRADES', 'IMAGE_SUFFIXES', 'FIXTURE_SIZES', 'APTOS_SOURCE', '
            'GradedImages', 'check_id', 'image_index', 'match_image', 'fixture_photo', 'save_fixture_photo',
            'make_aptos_fixture', 'make_eyepacs_fixture', 'make_messidor2_fixture', 'stratified_split', 'aptos_layout',
            'grade_folders', 'APTOS', 'EyePACS', 'Messidor2', 'FundusPreprocess', 'fundus_views', 'fundus_eval',
-           'epochs_to_steps']
+           'FundusFinetuneAug', 'epochs_to_steps']
 
 # %% ../../nbs/domains/13_fundus.ipynb #5bad2fd8
 FUNDUS_GRADES = ["no DR", "mild", "moderate", "severe", "proliferative"]
@@ -602,6 +602,18 @@ def fundus_eval(size=256, clahe=True, background_threshold=0.04, **_):
     "The deterministic evaluation transform of fundus photographs: the views' preprocessing, then a resize."
     pre, resize = FundusPreprocess(clahe, background_threshold), resize_to(size, "bilinear")
     return lambda x: resize(pre(x))
+
+# %% ../../nbs/domains/13_fundus.ipynb #94045502
+class FundusFinetuneAug(BatchTransform):
+    "Light fine-tuning augmentation: crop of `scale` of the area back to the input size, h/v flips, mild brightness/contrast."
+    def __init__(self, scale=(0.8, 1.0), ratio=(0.9, 1 / 0.9), hflip: float = 0.5, vflip: float = 0.5,
+                 brightness=0.1, contrast=0.1, p: float = 0.5):
+        self.scale, self.ratio, self.hflip, self.vflip = check_range(scale, "scale", 1e-6, 1.0), ratio, hflip, vflip
+        self.jitter = ColorJitter(brightness, contrast, 0.0, p=p)
+
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        crop = RandomResizedCrop(tuple(x.shape[-2:]), self.scale, self.ratio, self.hflip, self.vflip)
+        return self.jitter.apply(crop.apply(x, g), g)
 
 # %% ../../nbs/domains/13_fundus.ipynb #4a054791
 EYEPACS_TRAIN_IMAGES = 35_126
