@@ -23,9 +23,10 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
-           'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'run_grid', 'headline',
-           'mean_sd_table', 'finetune_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
-           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+           'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map',
+           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'profile_datasets',
+           'missing_roots', 'label_balance', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer',
+           'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -166,17 +167,45 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
     return pd.DataFrame(rows)
 
 # %% ../nbs/30_protocols.ipynb #a3f933a3
+def default_jobs() -> int:
+    "How many runs train at once: `$SSLMED_JOBS` (set by `sslmed paper --procs`), else 1."
+    v = os.environ.get("SSLMED_JOBS", "1")
+    if not v.isdigit() or int(v) < 1: raise ValueError(f"$SSLMED_JOBS must be a positive integer, got {v!r}")
+    return int(v)
+
+def _call(fn_kw):
+    fn, kw = fn_kw
+    return fn(**kw)
+
+def parallel_map(fn, kwargs_list, jobs: int | None = None) -> list:
+    "`[fn(**kw) for kw in kwargs_list]`, `jobs` (default `default_jobs()`) spawned processes at a time, sharing the cores."
+    kwargs_list = list(kwargs_list)
+    jobs = min(jobs or default_jobs(), len(kwargs_list))
+    if jobs <= 1: return [fn(**kw) for kw in kwargs_list]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)  # small models scale better across processes than threads
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),  # fork would copy torch's thread pools
+                             initializer=torch.set_num_threads, initargs=(threads,)) as ex:
+        return list(ex.map(_call, [(fn, kw) for kw in kwargs_list]))
+
+def grid_cell(domain: str, method: str, seed: int = 0, profile: str = "smoke", overrides=(), root=None,
+              label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False, **tags) -> pd.DataFrame:
+    "Pretrain one run (or reuse it) and evaluate it: its score rows, with the run folder and `tags` as columns."
+    run = pretrain(domain, method, profile, seed, overrides, root)
+    return evaluate(run, profile, seed, probes, label_fraction, root, predictions=predictions).assign(run=str(run), **tags)
+
+def run_cells(cells, profile: str = "smoke", root=None, jobs: int | None = None, **common) -> pd.DataFrame:
+    "`grid_cell` for every mapping in `cells` (with `common` arguments), `jobs` at a time; all their rows, in order."
+    kws = [{"profile": profile, "root": str(root) if root else None, **common, **c} for c in cells]
+    return pd.concat(parallel_map(grid_cell, kws, jobs), ignore_index=True)
+
 def run_grid(domains, methods, seeds=(0,), profile: str = "smoke", overrides=(), per_run=None, root=None,
-             label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False) -> pd.DataFrame:
-    "Pretrain and evaluate every (domain, method, seed); `per_run` maps (domain, method) to extra overrides."
-    frames = []
-    for d in domains:
-        for m in methods:
-            for s in seeds:
-                extra = as_overrides((per_run or {}).get((d, m), []))
-                run = pretrain(d, m, profile, s, [*as_overrides(overrides), *extra], root)
-                frames.append(evaluate(run, profile, s, probes, label_fraction, root, predictions=predictions).assign(run=str(run)))
-    return pd.concat(frames, ignore_index=True)
+             label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False, jobs: int | None = None) -> pd.DataFrame:
+    "Pretrain and evaluate every (domain, method, seed), `jobs` at a time; `per_run` maps (domain, method) to extra overrides."
+    cells = [dict(domain=d, method=m, seed=s, overrides=[*as_overrides(overrides), *as_overrides((per_run or {}).get((d, m), []))])
+             for d in domains for m in methods for s in seeds]
+    return run_cells(cells, profile, root, jobs, label_fraction=label_fraction, probes=probes, predictions=predictions)
 
 def headline(results: pd.DataFrame) -> pd.DataFrame:
     "Each row's headline metric (by domain) in a `score` column, with the metric's name."
