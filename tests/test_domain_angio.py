@@ -243,7 +243,7 @@ def test_seed_yaml_translates_to_the_recipe_defaults():
     changed = {k for k in a if a[k] != b[k]}
     assert changed == {"resume", "resume_from"}, changed           # the defaults are the seed's settings
     assert cfg.steps == 400 * (ARCADE_PRETRAIN_FRAMES // 32) == seed_epochs_to_steps(400) == 30000
-    assert cfg.encoder_kw["img_size"] == seed["data"]["image_size"] == cfg.views["size"]
+    assert seed["data"]["image_size"] == cfg.views["size"] and "img_size" not in cfg.encoder_kw  # timm's 224 grid, resampled
     assert cfg.method_kw["n_global"] == seed["data"]["num_views"] == cfg.views["n_global"] and cfg.views["n_local"] == 0
     with pytest.raises(ValueError, match=r"\['optimizer.momentum'\] have no sslmed equivalent"):
         seed_overrides({"optimizer": {"momentum": 0.9}}, dom.seed_keys, "lejepa_config.yaml")
@@ -291,21 +291,30 @@ def test_parity_table_matches_the_full_recipe():
             assert hasattr(importlib.import_module(mod), name), key; checked += 1
     assert checked >= 25, checked
 
-def test_backbone_loads_into_timm_with_the_seed_snippet_plus_channels_and_size(tmp_path):
+def test_backbone_loads_with_the_seed_snippet_verbatim_and_gives_the_encoders_features(tmp_path, monkeypatch):
     import timm
     from sslmed.encoders import create_encoder
     from sslmed.train import save_backbone
     cfg = recipe("angio", "lejepa", "full")
-    enc = create_encoder(cfg.encoder, get_domain("angio").in_chans, **cfg.encoder_kw)
-    save_backbone(tmp_path / "backbone.pt", enc)
-    sd = torch.load(tmp_path / "backbone.pt")
-    with pytest.raises(RuntimeError, match="size mismatch"):      # the seed's snippet verbatim: 3 channels, 224²
-        timm.create_model("vit_small_patch8_224", num_classes=0).load_state_dict(sd)
-    m = timm.create_model("vit_small_patch8_224", num_classes=0, in_chans=1, img_size=256)
-    m.load_state_dict(sd)
-    x, m = torch.rand(1, 1, 256, 256), m.eval()
-    tokens = m.forward_features(x)                                 # the same network: its patch tokens agree
-    assert torch.allclose(tokens[:, m.num_prefix_tokens:], enc.eval().forward_tokens(x), atol=1e-5)
-    # ... but timm's num_classes=0 head pools the CLS token, sslmed's encoder the mean patch token (parity table)
-    assert torch.allclose(m(x), tokens[:, 0], atol=1e-6) and torch.allclose(enc(x), tokens[:, 1:].mean(1), atol=1e-5)
-    assert m.num_features == 384
+    torch.manual_seed(0)
+    enc = create_encoder(cfg.encoder, get_domain("angio").in_chans, **cfg.encoder_kw).eval()
+    run = tmp_path / "run"
+    save_backbone(run / "backbone.pt", enc)
+    monkeypatch.chdir(tmp_path)
+    # seed 000's fine-tuning snippet, verbatim but for the path
+    backbone = timm.create_model('vit_small_patch8_224', num_classes=0)
+    backbone.load_state_dict(torch.load('run/backbone.pt'))
+    classifier = torch.nn.Linear(384, 2)
+    model = torch.nn.Sequential(backbone, classifier).eval()
+    x = torch.rand(2, 1, 224, 224)                                 # a gray frame; the seed's frames are 3-channel
+    with torch.no_grad():
+        assert torch.allclose(backbone(x.repeat(1, 3, 1, 1)), enc(x), atol=1e-5)      # the same embedding (class token)
+        assert torch.allclose(model(x.repeat(1, 3, 1, 1)), classifier(enc(x)), atol=1e-5)
+        # at the recipe's 256²: the same state dict in a timm model that resamples positions, as the encoder does
+        dyn = timm.create_model('vit_small_patch8_224', num_classes=0, dynamic_img_size=True).eval()
+        dyn.load_state_dict(torch.load('run/backbone.pt'))
+        x = torch.rand(2, 1, cfg.views["size"], cfg.views["size"])
+        tokens = dyn.forward_features(x.repeat(1, 3, 1, 1))
+        assert torch.allclose(dyn(x.repeat(1, 3, 1, 1)), enc(x), atol=1e-5)
+        assert torch.allclose(tokens[:, 1:], enc.forward_tokens(x), atol=1e-5) and tokens.shape[1] == 1 + 32 * 32
+    assert backbone.num_features == enc.embed_dim == 384
