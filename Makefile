@@ -4,6 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROFILE ?= smoke
+# runs trained side by side by `make paper`: one per core on CPU profiles, one for full (a GPU each; torchrun for more)
+PROCS   ?= $(if $(filter full,$(PROFILE)),1,$(shell nproc 2>/dev/null || echo 1))
 # one thread per process keeps parallel notebook tests from oversubscribing small machines
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND := Agg
@@ -39,7 +41,7 @@ test-portable: $(STAMP)
 	OMP_NUM_THREADS= $(BIN)/python tests/portable.py $(ARGS)
 
 paper: $(STAMP)
-	$(BIN)/sslmed paper --profile $(PROFILE)
+	$(BIN)/sslmed paper --profile $(PROFILE) --procs $(PROCS)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS= $(BIN)/python benchmarks/sigreg.py

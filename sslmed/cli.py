@@ -20,10 +20,15 @@ __all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments',
 def paper(profile: str = "smoke",  # smoke (CPU, phantoms), demo (CPU, longer) or full (real data, GPU)
           only: Annotated[str, "run only these experiment notebooks", {"nargs": "+"}] = None,
           jobs: int = 1,  # notebooks run at the same time
+          procs: int = None,  # runs of a grid trained at the same time, each in its own process ($SSLMED_JOBS; default 1)
           resume: bool = False,  # skip notebooks whose inputs are unchanged since their last success
           dry_run: bool = False,  # the profile's recipes at full size for 2 steps on fixtures, into figures/<profile>-dryrun/
           compare: str = None):  # a folder of earlier tables (copied out first): list every cell that moved beyond its interval
     "Run the experiment notebooks through papermill into figures/<profile>/."
+    import os
+    if procs is not None:
+        if procs < 1: print(f"--procs must be >= 1, got {procs}", file=sys.stderr); return 2
+        os.environ["SSLMED_JOBS"] = str(procs)  # the notebooks' kernels inherit it
     try: results = _dry_run(profile, only or None, jobs=jobs) if dry_run else run_paper(profile, only or None, jobs=jobs, resume=resume)
     except MissingRoots as e: print(e, file=sys.stderr); return 2
     if any(r["status"] == "failed" for r in results): return 1

@@ -15,7 +15,7 @@ from .phantoms import Rendered
 
 # %% auto #0
 __all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to',
-           'flatten_keys', 'seed_overrides']
+           'flatten_keys', 'Fixed', 'Ignored', 'seed_overrides']
 
 # %% ../nbs/10_domain.ipynb #76111132
 @dataclass(frozen=True)
@@ -37,11 +37,13 @@ class Domain:
     tasks: dict                    # label key -> Task, evaluated by the probes
     datasets: dict                 # dataset name -> factory(root=None, seed=0, **kw)
     encoder: str = ""              # the default encoder of the full recipe
-    eval_sizes: dict = field(default_factory=lambda: {"smoke": dict(train=256, test=128), "full": dict(train=None, test=None)})
+    eval_sizes: dict = field(default_factory=lambda: {"smoke": dict(train=256, test=128), "demo": dict(train=1024, test=512),
+                                                      "full": dict(train=None, test=None)})
     real_splits: dict = field(default_factory=dict)   # dataset -> (train split, test split)
     eval_dataset: dict = field(default_factory=dict)  # dataset -> (the labelled dataset it is evaluated on, extra kw)
     fixtures: dict = field(default_factory=dict)      # real dataset -> writer(root, seed=0) of a small copy in its published layout
     seed_keys: dict = field(default_factory=dict)     # the seed system's config keys -> sslmed keys (see `seed_overrides`)
+    study_key: str | None = None     # a label grouping items into studies: evaluation also pools them per study (MIL)
     dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
     finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
 
@@ -120,13 +122,35 @@ def flatten_keys(d: dict, prefix: str = "", leaves=()) -> dict:
         else: out[key] = v
     return out
 
+@dataclass(frozen=True)
+class Fixed:
+    "A seed key whose behaviour sslmed fixes at `value`: accepted when the seed's value equals it, an error naming the key otherwise."
+    value: object
+    why: str = ""
+
+@dataclass(frozen=True)
+class Ignored:
+    "A seed key with no effect on what is trained (hardware, file bookkeeping): any value is dropped, for the reason `why`."
+    why: str
+
+def _same(a, b) -> bool:
+    import json
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (isinstance(a, (int, float)) and not isinstance(a, bool)
+                                                                              and isinstance(b, (int, float)) and float(a) == float(b))
+
 def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config") -> list[str]:
-    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key, (key, fn), a list of these, or None)."
+    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key, (key, fn), a list of these, `Fixed`, `Ignored` or None)."
     import json
     flat, out, unknown = flatten_keys(seed_cfg, leaves=set(seed_keys)), [], []
     for k, v in flat.items():
         if k not in seed_keys: unknown.append(k); continue
-        targets = seed_keys[k]  # None (no effect in sslmed), a key, (key, fn), or a list of these for one seed key
+        targets = seed_keys[k]  # None (no effect in sslmed), Fixed, Ignored, a key, (key, fn), or a list of these for one seed key
+        if isinstance(targets, Ignored): continue
+        if isinstance(targets, Fixed):
+            if not _same(v, targets.value):
+                raise ValueError(f"{source}: seed key {k!r} is {v!r}, but sslmed always behaves as {targets.value!r} "
+                                 f"({targets.why}); remove the key or set it to {targets.value!r}")
+            continue
         for t in targets if isinstance(targets, list) else [] if targets is None else [targets]:
             key, fn = t if isinstance(t, tuple) else (t, None)
             out.append(f"{key}={json.dumps(fn(v) if fn else v)}")
