@@ -56,14 +56,15 @@ def embed_views(encoder: nn.Module, views: list[Tensor]) -> list[Tensor]:
 
 # %% ../nbs/20_methods.ipynb #451b7e2a
 class LeJEPA(Method):
-    "LeJEPA: `(1-λ)·invariance + λ·SIGReg` on the projector output of every view; centers from the global views."
+    "LeJEPA: `(1-λ)·invariance + λ·SIGReg` on the projector output of every view (or, `projector=False`, the backbone's); centers from the global views."
     uses_sigreg, n_views = True, 2
     def __init__(self, encoder, proj_hidden: int = 2048, proj_dim: int = 128, proj_layers: int = 3, proj_norm="bn",
                  lamb: float = 0.05, num_slices: int = 1024, t_max: float = 3.0, n_points: int = 17, n_global: int = 2,
-                 sigreg_on: str = "projector"):
+                 sigreg_on: str = "projector", projector: bool = True):
         super().__init__(encoder)
         if sigreg_on not in ("projector", "backbone"): raise ValueError(f"sigreg_on must be 'projector' or 'backbone', got {sigreg_on!r}")
-        self.projector = Projector(encoder.embed_dim, proj_hidden, proj_dim, proj_layers, proj_norm)
+        # projector=False: no projector parameters at all; both terms on the backbone's embeddings (seed 003)
+        self.projector = Projector(encoder.embed_dim, proj_hidden, proj_dim, proj_layers, proj_norm) if projector else nn.Identity()
         self.sigreg = SIGReg(num_slices, t_max, n_points)
         self.lamb, self.n_global, self.sigreg_on = lamb, n_global, sigreg_on
 
@@ -71,7 +72,7 @@ class LeJEPA(Method):
         views = self._views(views, self.n_global)
         h = torch.stack(embed_views(self.encoder, views))  # (V, N, D)
         z = self.projector(h)                               # (V, N, P)
-        if self.sigreg_on == "projector":
+        if self.sigreg_on == "projector" or isinstance(self.projector, nn.Identity):
             r = lejepa_loss(z[:self.n_global], z, self.sigreg, step, self.lamb)
             return {"loss": r.loss, "inv": r.inv, "sigreg": r.sigreg}
         # the design ablation of T4: invariance on the projector, SIGReg on the backbone's embeddings
