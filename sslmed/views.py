@@ -16,11 +16,12 @@ from torch import Tensor
 from .core import moved_names
 
 # %% auto #0
-__all__ = ['CT_WINDOWS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform', 'Compose', 'MultiView', 'RandomResizedCrop',
-           'ColorJitter', 'GaussianBlur', 'Solarize', 'MultiStageJigsaw', 'RemoveBackground', 'CLAHE',
-           'SignalTransform', 'RandomTimeCrop', 'AmplitudeScale', 'GaussianNoise', 'BaselineWander', 'LeadDropout',
-           'TimeMask', 'ct_window', 'VolumeTransform', 'CTWindow', 'triple', 'ForegroundCrop', 'RandomFlip3d',
-           'RandomAxisPermute', 'RandomGamma', 'BrightnessContrast', 'Clamp', 'image_pipeline']
+__all__ = ['CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform', 'Compose', 'MultiView',
+           'RandomResizedCrop', 'ColorJitter', 'GaussianBlur', 'Solarize', 'MultiStageJigsaw', 'RemoveBackground',
+           'CLAHE', 'SignalTransform', 'RandomTimeCrop', 'AmplitudeScale', 'GaussianNoise', 'BaselineWander',
+           'LeadDropout', 'TimeMask', 'ct_window', 'VolumeTransform', 'CTWindow', 'triple', 'ForegroundCrop',
+           'RandomFlip3d', 'RandomAxisPermute', 'RandomGamma', 'BrightnessContrast', 'Clamp', 'image_pipeline',
+           'HueShift', 'RandomGrayscale', 'lejepa_guide_views', 'with_presets']
 
 # %% ../nbs/04_views.ipynb #a294aaf8
 def _draw(fn, shape, g: torch.Generator | None, device, dtype) -> Tensor:
@@ -506,6 +507,73 @@ class Clamp(BatchTransform):
 def image_pipeline(channels: int, name: str, *ops) -> Compose:
     return Compose(*ops, sample_ndim=3, sample_shape=f"({channels}, H, W)", channels=channels, name=name)
 
+
+# %% ../nbs/04_views.ipynb #f691f31e
+def _rgb_to_hsv(x: Tensor) -> Tensor:
+    "(B, 3, H, W) RGB in [0, 1] to HSV, each channel in [0, 1]."
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    delta = v - x.min(1)[0]
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    d = delta.clamp_min(1e-12)
+    h = torch.where(v == r, (g - b) / d, torch.where(v == g, 2 + (b - r) / d, 4 + (r - g) / d))
+    h = torch.where(delta > 0, (h / 6) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, v], 1)
+
+def _hsv_to_rgb(x: Tensor) -> Tensor:
+    "(B, 3, H, W) HSV in [0, 1] to RGB."
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6)
+    f, i = h * 6 - i, i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = torch.stack([torch.stack(c, 1) for c in
+                         ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))], 1)  # (B, 3 channels, 6 sectors, H, W)
+    return table.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1))[:, :, 0]
+
+class HueShift(BatchTransform):
+    "Rotate the hue of RGB images by a per-sample amount uniform in [-hue, hue] (turns), with probability `p`."
+    def __init__(self, hue: float = 0.1, p: float = 1.0):
+        if not 0 <= hue <= 0.5: raise ValueError(f"HueShift: hue must be in [0, 0.5], got {hue}")
+        self.hue, self.p = hue, p
+
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        B = x.shape[0]
+        shift, on = rand_uniform(-self.hue, self.hue, B, g, x.device), _coin(self.p, B, g, x.device)
+        if x.shape[1] != 3: return x
+        hsv = _rgb_to_hsv(x.float())
+        hsv[:, 0] = (hsv[:, 0] + _per_sample(shift, 3)) % 1.0
+        return torch.where(_per_sample(on, 4), _hsv_to_rgb(hsv).to(x.dtype), x)
+
+class RandomGrayscale(BatchTransform):
+    "Replace an RGB image by its luma on all three channels with probability `p`."
+    def __init__(self, p: float = 0.2): self.p = p
+
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        on = _coin(self.p, x.shape[0], g, x.device)
+        if x.shape[1] != 3: return x
+        return torch.where(_per_sample(on, 4), _gray(x).expand_as(x), x)
+
+# %% ../nbs/04_views.ipynb #479027ff
+def lejepa_guide_views(channels: int = 3, size=224, local_size=96, n_global: int = 2, n_local: int = 6, global_scale=(0.4, 1.0),
+                       local_scale=(0.05, 0.4), brightness=0.4, contrast=0.4, saturation=0.4, hue: float = 0.1,
+                       jitter_p: float = 1.0, grayscale_p: float = 0.2, hflip: float = 0.5) -> MultiView:
+    "Seed 003's views (the LeJEPA guide's DINO multi-crop): crops, horizontal flips, colour jitter with hue, random grayscale."
+    def tf(sz, scale):
+        return image_pipeline(channels, "lejepa_guide_views", RandomResizedCrop(sz, scale, hflip=hflip, vflip=0.0),
+                              ColorJitter(brightness, contrast, saturation, p=jitter_p), HueShift(hue, p=jitter_p),
+                              RandomGrayscale(grayscale_p))
+    return MultiView(tf(size, global_scale), tf(local_size, local_scale) if n_local else None, n_global, n_local)
+
+VIEW_PRESETS = {"lejepa_guide": lejepa_guide_views}
+
+def with_presets(builder: Callable, channels: int) -> Callable:
+    "`builder` that also takes `preset=<name of VIEW_PRESETS>`: that preset's views of `channels`-channel images instead."
+    def views(preset: str | None = None, **kw):
+        if preset is None: return builder(**kw)
+        if preset not in VIEW_PRESETS: raise ValueError(f"views: unknown preset {preset!r}; known: {sorted(VIEW_PRESETS)}")
+        return VIEW_PRESETS[preset](channels=channels, **kw)
+    views.__name__, views.__doc__, views.builder = getattr(builder, "__name__", "views"), builder.__doc__, builder
+    return views
 
 # %% ../nbs/04_views.ipynb #798aecfd
 __getattr__ = moved_names({"angio_views": "sslmed.domains.angio", "ecg_views": "sslmed.domains.ecg", "fundus_views": "sslmed.domains.fundus", "volume_views": "sslmed.domains.neuro", "FundusPreprocess": "sslmed.domains.fundus", "BlockMask": "sslmed.masks", "block_mask_1d": "sslmed.masks", "block_mask_2d": "sslmed.masks", "block_mask_3d": "sslmed.masks"})
