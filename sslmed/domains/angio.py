@@ -516,7 +516,7 @@ ARCADE_SEED_KEYS = {  # seed 000's config/lejepa_config.yaml -> sslmed keys (dat
 
 # %% ../../nbs/domains/11_angio.ipynb #9fac7c73
 DOMAIN = register_domain(Domain(
-    "angio", in_chans=1, views=angio_views, eval_tf=angio_eval, label_key="stenosis",
+    "angio", in_chans=1, views=with_presets(angio_views, 1), eval_tf=angio_eval, label_key="stenosis",
     tasks={"stenosis": Task("binary", 2, "auroc")},
     datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
     encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
