@@ -368,6 +368,9 @@ ENCODERS = {
     "vit1d_small": partial(ViT1D, embed_dim=384, depth=8, num_heads=6),
     "vit3d_tiny": partial(ViT3D, embed_dim=192, depth=6, num_heads=3),
     "vit3d_small": partial(ViT3D, embed_dim=384, depth=12, num_heads=6),
+    "vit3d_base": partial(ViT3D, embed_dim=768, depth=12, num_heads=12),    # timm's ViT-B, -L, -H widths, depths and heads
+    "vit3d_large": partial(ViT3D, embed_dim=1024, depth=24, num_heads=16),
+    "vit3d_huge": partial(ViT3D, embed_dim=1280, depth=32, num_heads=16),
     "vit3d_tiny_convstem": partial(ViT3D, embed_dim=192, depth=6, num_heads=3, stem="conv"),
     "vit3d_small_convstem": partial(ViT3D, embed_dim=384, depth=12, num_heads=6, stem="conv"),
     "cnn3d_tiny": partial(CNN3D, widths=(16, 32, 64), depths=(1, 1, 1), stem_width=8),

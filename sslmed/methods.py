@@ -12,13 +12,15 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from .sigreg import SIGReg
 from .losses import lejepa_loss, VICRegLoss, triplet_loss, jepa_prediction_loss
-from .encoders import Projector, Predictor, gather_tokens
+from .encoders import Projector, Predictor, gather_tokens, check_keep
+from .views import rand01
+import math
 from .masks import block_mask_1d, block_mask_2d, block_mask_3d
 from .metrics import task_loss
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'embed_views', 'LeJEPA', 'sample_block_mask', 'SIGRegJEPA', 'VICReg', 'Triplet', 'EMAJEPA',
-           'Supervised', 'RandomInit', 'create_method']
+__all__ = ['METHODS', 'Method', 'embed_views', 'LeJEPA', 'kept_tokens', 'restrict_mask', 'sample_block_mask', 'SIGRegJEPA',
+           'VICReg', 'Triplet', 'EMAJEPA', 'Supervised', 'RandomInit', 'create_method']
 
 # %% ../nbs/20_methods.ipynb #8dda0a62
 class Method(nn.Module):
@@ -80,6 +82,45 @@ class LeJEPA(Method):
         sig = self.sigreg(h, step)
         return {"loss": (1 - self.lamb) * inv + self.lamb * sig, "inv": inv, "sigreg": sig}
 
+# %% ../nbs/20_methods.ipynb #ce5d88ed
+def kept_tokens(fg: Tensor, patch_size, remove_background: bool = True, drop_rate: float = 0.0, generator=None) -> Tensor:
+    "Token indices (B, n) to encode: patches of `fg` (B, 1, *spatial) holding foreground, less `drop_rate` of them at random; the batch's smallest count."
+    nd = fg.ndim - 2
+    ps = tuple(int(p) for p in patch_size)
+    if nd not in (1, 2, 3) or len(ps) != nd: raise ValueError(f"foreground of shape {tuple(fg.shape)} does not match patch_size {ps}")
+    on = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1](fg.float(), ps, ps).flatten(1) > 0
+    if not remove_background: on = torch.ones_like(on)
+    n_on = on.sum(1)
+    n = max(1, int((n_on - torch.round(drop_rate * n_on)).min()))
+    u = rand01(on.shape, generator, on.device)
+    return torch.where(on, u, math.inf).topk(n, 1, largest=False).indices.sort(1).values
+
+# %% ../nbs/20_methods.ipynb #036334b7
+def restrict_mask(mask, keep: Tensor, n_tokens: int, generator=None):
+    """`mask` among the kept tokens `keep` (B, n): as many context and target tokens as the mask's shares of the grid give
+    of the batch's smallest kept count, the mask's own kept tokens first, topped up from the other kept tokens."""
+    from sslmed.masks import BlockMask
+    B, dev = keep.shape[0], keep.device
+    sets = lambda idx: torch.zeros(B, n_tokens, dtype=torch.bool, device=dev).scatter(1, check_keep(idx, B, n_tokens, dev), True)
+    kept, ctx, tgt = sets(keep), sets(mask.context), sets(mask.target)
+    m = keep.shape[1]
+    n_ctx = min(max(1, round(mask.context.shape[-1] / n_tokens * m)), max(1, m - 1))
+    n_tgt = min(max(1, round(mask.target.shape[-1] / n_tokens * m)), max(1, m - n_ctx))
+    c = _take(n_ctx, generator, ctx & kept, kept & ~tgt, kept)
+    free = kept & ~sets(c)
+    return BlockMask(c, _take(n_tgt, generator, tgt & free, free))
+
+def _take(n: int, generator, *tiers: Tensor) -> Tensor:
+    "Per sample, `n` tokens (B, n) sorted: at random from the first tier, then the next, and so on."
+    u = rand01(tiers[0].shape, generator, tiers[0].device)
+    score = torch.full_like(u, math.inf)
+    for k, t in reversed(list(enumerate(tiers))): score = torch.where(t, k + u, score)
+    return score.topk(n, 1, largest=False).indices.sort(1).values
+
+def _within(target: Tensor, keep: Tensor | None) -> Tensor:
+    "Positions of the grid tokens `target` among the encoded tokens `keep` (both sorted per sample); `target` when all are encoded."
+    return target if keep is None else torch.searchsorted(keep.contiguous(), target.contiguous())
+
 # %% ../nbs/20_methods.ipynb #143f0300
 _MASKS = {1: block_mask_1d, 2: block_mask_2d, 3: block_mask_3d}
 
@@ -94,9 +135,25 @@ class _MaskedPrediction(Method):
     def _make_predictor(self, pred_dim, pred_depth, pred_heads):
         self.predictor = Predictor(self.encoder.embed_dim, pred_dim, pred_depth, pred_heads)
 
-    def _masked(self, x, generator):
+    def _token_filter(self, remove_background: bool, patch_drop_rate: float):
+        if not 0 <= patch_drop_rate < 1: raise ValueError(f"patch_drop_rate must be in [0, 1), got {patch_drop_rate}")
+        self.remove_background, self.patch_drop_rate = bool(remove_background), float(patch_drop_rate)
+
+    def _split(self, x, generator):
+        "The view without its foreground channel, and the tokens to encode (None: all of them)."
+        if not (self.remove_background or self.patch_drop_rate): return x, None
+        if self.remove_background:
+            if x.shape[1] != self.encoder.in_chans + 1:
+                raise ValueError(f"remove_background needs views with a foreground channel after the {self.encoder.in_chans} image "
+                                 f"channel(s), got {x.shape[1]} channels: set views.remove_background: true")
+            x, fg = x[:, :-1], x[:, -1:]
+        else: fg = torch.ones_like(x[:, :1])
+        return x, kept_tokens(fg, self.encoder.patch_size, self.remove_background, self.patch_drop_rate, generator)
+
+    def _masked(self, x, generator, keep=None):
         grid = self.encoder.grid_size(x.shape)
         mask = sample_block_mask(grid, x.shape[0], generator, x.device, **self.mask_kw)
+        if keep is not None: mask = restrict_mask(mask, keep, math.prod(grid), generator)
         ctx = self.encoder.forward_tokens(x, keep=mask.context)
         pred = self.predictor(ctx, mask.context, mask.target, grid)
         return mask, pred
@@ -106,18 +163,20 @@ class SIGRegJEPA(_MaskedPrediction):
     uses_sigreg = True
     def __init__(self, encoder, pred_dim: int = 192, pred_depth: int = 4, pred_heads: int = 6, proj_hidden: int = 2048,
                  proj_dim: int = 128, proj_norm="bn", lamb: float = 0.05, num_slices: int = 1024, t_max: float = 3.0,
-                 n_points: int = 17, loss: str = "smooth_l1", mask: dict | None = None):
+                 n_points: int = 17, loss: str = "smooth_l1", mask: dict | None = None, remove_background: bool = False,
+                 patch_drop_rate: float = 0.0):
         super().__init__(encoder)
+        self._token_filter(remove_background, patch_drop_rate)
         self._make_predictor(pred_dim, pred_depth, pred_heads)
         self.projector = Projector(encoder.embed_dim, proj_hidden, proj_dim, 3, proj_norm)
         self.sigreg = SIGReg(num_slices, t_max, n_points)
         self.lamb, self.loss_kind, self.mask_kw = lamb, loss, dict(mask or {})
 
     def forward(self, views, labels=None, step: int = 0, generator=None) -> dict:
-        x = self._views(views, 1)[0]
-        full = self.encoder.forward_tokens(x)
-        mask, pred = self._masked(x, generator)
-        p = jepa_prediction_loss(pred, gather_tokens(full, mask.target), self.loss_kind)
+        x, keep = self._split(self._views(views, 1)[0], generator)
+        full = self.encoder.forward_tokens(x, keep=keep)
+        mask, pred = self._masked(x, generator, keep)
+        p = jepa_prediction_loss(pred, gather_tokens(full, _within(mask.target, keep)), self.loss_kind)
         s = self.sigreg(self.projector(self.encoder.pool(full)), step)
         return {"loss": p + self.lamb * s, "pred": p, "sigreg": s}
 
@@ -154,8 +213,10 @@ class Triplet(Method):
 class EMAJEPA(_MaskedPrediction):
     "Teacher-student masked-token prediction with an EMA teacher (I-JEPA style)."
     def __init__(self, encoder, pred_dim: int = 192, pred_depth: int = 4, pred_heads: int = 6,
-                 momentum: tuple = (0.994, 1.0), loss: str = "smooth_l1", mask: dict | None = None):
+                 momentum: tuple = (0.994, 1.0), loss: str = "smooth_l1", mask: dict | None = None,
+                 remove_background: bool = False, patch_drop_rate: float = 0.0):
         super().__init__(encoder)
+        self._token_filter(remove_background, patch_drop_rate)
         self._make_predictor(pred_dim, pred_depth, pred_heads)
         self.teacher = copy.deepcopy(encoder).requires_grad_(False)
         self.momentum, self.loss_kind, self.mask_kw = tuple(momentum), loss, dict(mask or {})
@@ -163,12 +224,12 @@ class EMAJEPA(_MaskedPrediction):
     def backbone(self) -> nn.Module: return self.teacher
 
     def forward(self, views, labels=None, step: int = 0, generator=None) -> dict:
-        x = self._views(views, 1)[0]
+        x, keep = self._split(self._views(views, 1)[0], generator)
         with torch.no_grad():
-            t = self.teacher.forward_tokens(x)
+            t = self.teacher.forward_tokens(x, keep=keep)
             t = F.layer_norm(t, t.shape[-1:])
-        mask, pred = self._masked(x, generator)
-        p = jepa_prediction_loss(pred, gather_tokens(t, mask.target), self.loss_kind)
+        mask, pred = self._masked(x, generator, keep)
+        p = jepa_prediction_loss(pred, gather_tokens(t, _within(mask.target, keep)), self.loss_kind)
         return {"loss": p, "pred": p.detach()}
 
     def momentum_at(self, step: int, total: int) -> float:

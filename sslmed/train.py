@@ -23,13 +23,13 @@ from .data.core import dataset_labels
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'ConfigError', 'check_config', 'TrainConfig',
            'apply_overrides', 'LARS', 'param_groups', 'build_optimizer', 'warmup_cosine', 'ResumableBatches',
-           'PairBatches', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
-           'portable', 'save_backbone', 'load_encoder_weights', 'build_dataset', 'as_class_ids', 'tb_tags', 'wandb_run',
-           'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint', 'open_run_dir',
-           'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views', 'guard_sigreg', 'build_method',
-           'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch', 'forward_loss', 'backward_micro',
-           'after_step', 'log_step', 'keep_snapshot', 'save_checkpoints', 'finish_run', 'fit', 'load_backbone',
-           'recipes_dir', 'recipe', 'main']
+           'PairBatches', 'study_ids', 'StudyBatches', 'CheckpointError', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights', 'build_dataset',
+           'as_class_ids', 'tb_tags', 'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir',
+           'resume_checkpoint', 'open_run_dir', 'TrainingDiverged', 'seed_everything', 'setup_distributed',
+           'make_views', 'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run',
+           'next_batch', 'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot',
+           'save_checkpoints', 'finish_run', 'fit', 'load_backbone', 'recipes_dir', 'recipe', 'main']
 
 # %% ../nbs/21_train.ipynb #a1c0e001
 class ConfigError(ValueError):
@@ -55,7 +55,7 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "encoder": (_name, "an encoder name"),
     "views": (lambda v: v.get("chunk") is None or (type(v["chunk"]) is int and v["chunk"] >= 1),
               "a mapping whose 'chunk' (samples per view generator) is null or an integer >= 1"),
-    "optimizer": (lambda v: v in OPTIMIZERS, "adamw, lars or sgd"), "sampler": (lambda v: v in ("random", "pairs"), "random or pairs"),
+    "optimizer": (lambda v: v in OPTIMIZERS, "adamw, lars or sgd"), "sampler": (lambda v: v in ("random", "pairs", "study"), "random, pairs or study"),
     "lr": (lambda v: 0 < v < math.inf, "> 0 and finite"),
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -150,6 +150,7 @@ class TrainConfig:
     overwrite: bool = False             # replace the run already in out_dir (its files are deleted); otherwise a new run refuses a non-empty out_dir
     num_workers: int = 0                # >= 0
     sampler: str = "random"             # random | pairs: anchor-positive pairs of the domain's label (seed 002's triplet)
+                                        # | study: whole studies per micro-batch, about batch_size items (seed 004's study sampler)
     device: str = "auto"                # auto | cpu | mps | cuda | cuda:N
     progress: bool = True
     wandb: bool = False                 # also log to Weights & Biases, offline, when wandb is installed
@@ -320,6 +321,42 @@ class PairBatches(torch.utils.data.Sampler):
 
     def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
     def __len__(self) -> int: return (self.steps - self.start) * self.accum
+
+# %% ../nbs/21_train.ipynb #1642aa34
+def study_ids(ds, dom) -> np.ndarray:
+    "The study of each item of `ds`: its `study_ids`, else the domain's `study_key` label; a `ConfigError` when the domain has none."
+    if getattr(dom, "study_key", None) is None:
+        raise ConfigError("sampler", f"config key 'sampler' is 'study', but domain {dom.name!r} names no study_key label")
+    ids = getattr(ds, "study_ids", None)
+    return np.asarray(ids if ids is not None else dataset_labels(ds, dom.study_key)).reshape(-1)
+
+class StudyBatches:
+    "Micro-batches of whole studies, about `batch_size` items each, from a `(seed, epoch)` permutation of the studies; resumable like `ResumableBatches`."
+    def __init__(self, study_ids, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, accum: int = 1):
+        ids = np.asarray(study_ids).reshape(-1)
+        _, inv = np.unique(ids, return_inverse=True)
+        self.groups = [np.flatnonzero(inv == s).tolist() for s in range(inv.max() + 1)] if len(ids) else []
+        self.k = max(1, round(batch_size * len(self.groups) / max(len(ids), 1)))  # studies per micro-batch
+        self.seed, self.rank, self.world, self.accum = seed, rank, world, accum
+        self.per_epoch = len(self.groups) // (self.k * accum * world)
+        if self.per_epoch < 1:
+            raise ValueError(f"{len(self.groups)} studies are fewer than one global batch ({self.k} studies × {accum} micro-batches × {world} processes)")
+
+    def epoch_of(self, step: int) -> int: return step // self.per_epoch
+
+    def studies(self, step: int) -> list[list[int]]:
+        "The study numbers of this process's `accum` micro-batches at `step`."
+        e, i = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, e]).permutation(len(self.groups))
+        n = self.k * self.accum
+        mine = perm[(i * self.world + self.rank) * n:(i * self.world + self.rank + 1) * n]
+        return [mine[j * self.k:(j + 1) * self.k].tolist() for j in range(self.accum)]
+
+    def from_step(self, start: int, stop: int, accum: int = 1):
+        "Index lists for steps `start … stop-1`, each step as `accum` micro-batches of whole studies."
+        if accum != self.accum: raise ValueError(f"StudyBatches was built for accum={self.accum}, asked for {accum}")
+        for s in range(start, stop):
+            for grp in self.studies(s): yield [i for g in grp for i in self.groups[g]]
 
 # %% ../nbs/21_train.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -665,11 +702,12 @@ def restore(ck: dict, r: Run) -> tuple[int, float]:
     set_rng_state(ck["rng"])
     return ck["step"], ck["best"]
 
-def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, device) -> tuple[ResumableBatches, typing.Iterator]:
+def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, device) -> tuple[typing.Any, typing.Iterator]:
     "The data order and this rank's micro-batches for steps `start … steps-1`, `accum_steps` per step."
     if cfg.sampler == "pairs":
         labels = as_class_ids(torch.as_tensor(dataset_labels(ds, get_domain(cfg.domain).label_key))).numpy()
         order = PairBatches(labels, cfg.batch_size, cfg.steps, cfg.seed, rank, world, start, cfg.accum_steps)
+    elif cfg.sampler == "study": order = StudyBatches(study_ids(ds, get_domain(cfg.domain)), cfg.batch_size, cfg.seed, rank, world, cfg.accum_steps)
     else: order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda")

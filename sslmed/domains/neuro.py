@@ -33,7 +33,7 @@ from ..data.core import (DataError, DataWarning, Quarantine, ReaderDataset, requ
                               check_int_label, check_unique, inside_root, atomic_torch_save)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
-from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, seed_overrides
+from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, seed_overrides, Fixed, Ignored
 from fastcore.basics import patch
 from ..data.core import cache_root
 
@@ -44,8 +44,9 @@ __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'M
            'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
            'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
            'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'foreground_patches', 'token_keep',
-           'read_series', 'NeuroStudies', 'StudyBatchSampler', 'write_neuro_fixture', 'weighted_windows',
-           'volume_views', 'neuro_eval', 'neuro_seed_overrides']
+           'read_series', 'NeuroStudies', 'StudyBatchSampler', 'write_neuro_fixture', 'AddForeground', 'OnImage',
+           'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views', 'neuro_eval',
+           'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -878,6 +879,46 @@ def write_neuro_fixture(root, seed: int = 0) -> dict:
                   "split": ["train", "train", "train", "test", "test"]}).to_csv(root / "labels.csv", index=False)
     return v
 
+# %% ../../nbs/domains/14_neuro.ipynb #ae351b2a
+class AddForeground(VolumeTransform):
+    "Append `x[:, :1] > threshold` (HU) as a last channel: the foreground the methods drop background tokens by."
+    def __init__(self, threshold: float = -500.0): self.threshold = threshold
+    def apply(self, x: Tensor, g=None) -> Tensor: return torch.cat([x, (x[:, :1] > self.threshold).to(x.dtype)], 1)
+
+class OnImage(VolumeTransform):
+    "Apply `ops` to every channel but the last (the foreground), which passes through unchanged."
+    def __init__(self, *ops): self.ops = list(ops)
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        y = x[:, :-1]
+        for t in self.ops: y = t.apply(y, g) if isinstance(t, BatchTransform) else t(y)
+        return torch.cat([y, x[:, -1:]], 1)
+
+class PickedCTWindow(CTWindow):
+    "`CTWindow` (the same draws) that remembers which window each sample of its last batch got, for `WindowStandardise`."
+    def __init__(self, windows, sample_ndim: int = 4):
+        super().__init__(windows, sample_ndim=sample_ndim)
+        self.names, self.last = list(windows), None
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        pick = (rand01(x.shape[0], g, x.device) * len(self.windows)).long().clamp_max(len(self.windows) - 1)
+        lw = torch.tensor(self.windows, device=x.device, dtype=x.dtype)
+        self.last = [self.names[k] for k in pick.tolist()]
+        return ct_window(x, lw[pick, 0].view(-1, 1, 1, 1, 1), lw[pick, 1].view(-1, 1, 1, 1, 1))
+
+class WindowStandardise(VolumeTransform):
+    "(x - mean) / std with the (mean, std) of the window each sample was seen through (`PickedCTWindow.last`)."
+    def __init__(self, stats: dict, window: PickedCTWindow): self.stats, self._window = {k: tuple(map(float, v)) for k, v in stats.items()}, window
+    def apply(self, x: Tensor, g=None) -> Tensor:
+        ms = torch.tensor([self.stats[w] for w in self._window.last], device=x.device, dtype=x.dtype)
+        return (x - ms[:, 0].view(-1, 1, 1, 1, 1)) / ms[:, 1].view(-1, 1, 1, 1, 1)
+
+def _check_stats(stats, windows):
+    "norm_stats: a (mean, std > 0) pair for each window name."
+    if not windows or any(not isinstance(w, str) for w in windows): raise ValueError("norm_stats needs named CT windows")
+    for w in set(windows):
+        v = stats.get(w) if isinstance(stats, dict) else None
+        if v is None or len(v) != 2 or not float(v[1]) > 0:
+            raise ValueError(f"norm_stats must give [mean, std > 0] for each window {sorted(set(windows))}; {w!r}: {v!r}")
+
 # %% ../../nbs/domains/14_neuro.ipynb #939a56f8
 def weighted_windows(windows, probs) -> list:
     "`windows` repeated in proportion to `probs` (to 1/100), so that `CTWindow`'s uniform pick samples them with those probabilities."
@@ -890,24 +931,31 @@ def weighted_windows(windows, probs) -> list:
 
 def volume_views(size=64, local_size=None, n_global: int = 2, n_local: int = 0,
                  windows=("brain", "subdural", "bone"), fg_threshold: float | None = None, permute_p: float = 0.5,
-                 noise=(0.0, 0.03), window_probs=None, augment: bool = True) -> MultiView:
+                 noise=(0.0, 0.03), window_probs=None, augment: bool = True, remove_background: bool = False,
+                 norm_stats: dict | None = None) -> MultiView:
     """Views of volumes (1, D, H, W): foreground crop, CT window (HU → [0, 1]; `windows=None` for [0, 1] input; sampled with
-    `window_probs`, uniform by default), flips and axis permutations (`augment`), intensity."""
+    `window_probs`, uniform by default), flips and axis permutations (`augment`), intensity; `norm_stats` standardises each
+    window with its (mean, std); `remove_background` appends the foreground (HU > threshold) as a second channel."""
     thr = fg_threshold if fg_threshold is not None else (-500.0 if windows else 0.0)
+    if norm_stats is not None: _check_stats(norm_stats, windows)
     if windows and window_probs is not None: windows = weighted_windows(windows, window_probs)
     def tf(sz):
         sz = triple(sz)
-        ops = [ForegroundCrop(sz, thr)] + ([CTWindow(windows)] if windows else [Clamp()]) + ([RandomFlip3d()] if augment else [])
-        if augment and len(set(sz)) == 1: ops.append(RandomAxisPermute(permute_p))
-        ops += [RandomGamma(), BrightnessContrast(), GaussianNoise(noise, sample_ndim=4), Clamp()]
+        win = (PickedCTWindow(windows) if norm_stats else CTWindow(windows)) if windows else Clamp()
+        spatial = ([RandomFlip3d()] if augment else []) + ([RandomAxisPermute(permute_p)] if augment and len(set(sz)) == 1 else [])
+        intensity = [RandomGamma(), BrightnessContrast(), GaussianNoise(noise, sample_ndim=4), Clamp()]
+        if norm_stats: intensity.append(WindowStandardise(norm_stats, win))
+        if remove_background: ops = [ForegroundCrop(sz, thr), AddForeground(thr), OnImage(win), *spatial, OnImage(*intensity)]
+        else: ops = [ForegroundCrop(sz, thr), win, *spatial, *intensity]
         return Compose(*ops, sample_ndim=4, sample_shape="(1, D, H, W)", channels=1, name="volume_views")
     return MultiView(tf(size), tf(local_size or triple(size)[0] // 2) if n_local else None, n_global, n_local)
 
 # %% ../../nbs/domains/14_neuro.ipynb #4038b300
-def neuro_eval(size=64, windows=("brain", "subdural", "bone"), **_):
-    "The deterministic evaluation transform of volumes: the first CT window of the views (or a clamp to [0, 1]), then a resize."
+def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, **_):
+    "The deterministic evaluation transform of volumes: the first CT window of the views (or a clamp to [0, 1]), standardised with its `norm_stats`, then a resize."
     win, resize = (CTWindow([windows[0]]) if windows else (lambda x: x.clamp(0, 1))), resize_to(size, "trilinear")
-    return lambda x: resize(win(x))
+    if norm_stats: m, s = (float(v) for v in norm_stats[windows[0]])
+    return (lambda x: resize((win(x) - m) / s)) if norm_stats else (lambda x: resize(win(x)))
 
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
 def _one_of(mapping: dict, key: str) -> Callable:
@@ -922,30 +970,38 @@ def _modes(v: dict) -> dict:
     return {str(k): str(m).lower() for k, m in (v or {}).items()}
 
 _DS, _LD = "data.dataset.train.params.", "data.loader.train."
+_VITS = {"vit_tiny": "vit3d_tiny", "vit_small": "vit3d_small", "vit_base": "vit3d_base", "vit_large": "vit3d_large",
+         "vit_huge": "vit3d_huge", "vit": "vit3d_base"}  # "vit": custom sizes in vision_backbone_cf.params
 NEURO_SEED_KEYS = {
     "data.raw_data_dir": "data_root", "data.data_dir": "data_root", "data.cache_dir": "data.cache_dir",
     "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
     "data.dataset.train.studies": "data.studies",
     _DS + "max_crop_size": "data.max_crop_size", _DS + "ct_window_probs": "views.window_probs", _DS + "augment": "views.augment",
-    _DS + "random_crop": None,  # the views always crop at random inside the head (ForegroundCrop)
-    _DS + "tokenize": None,     # the encoders tokenise
+    _DS + "random_crop": Fixed(True, "the views always crop at random around a foreground voxel"),
+    _DS + "tokenize": Fixed(True, "the encoders tokenise"),
     _LD + "batch_size": "batch_size", _LD + "num_workers": "num_workers",
-    _LD + "use_study_sampler": None, _LD + "collate_fn.remove_background": None, _LD + "collate_fn.patch_drop_rate": None,
+    _LD + "use_study_sampler": ("sampler", lambda v: "study" if v else "random"),
+    _LD + "collate_fn.remove_background": [("views.remove_background", bool), ("method_kw.remove_background", bool)],
+    _LD + "collate_fn.patch_drop_rate": ("method_kw.patch_drop_rate", float),
     "system.which": ("method", _one_of({"VisionPretrainingSystem": "ema_jepa", "VisionClassificationSystem": "supervised"}, "system.which")),
-    "system.params.vision_backbone_cf.which": ("encoder", _one_of({"vit_tiny": "vit3d_tiny", "vit_small": "vit3d_small"}, "vision_backbone_cf.which")),
+    "system.params.vision_backbone_cf.which": ("encoder", _one_of(_VITS, "vision_backbone_cf.which")),
+    "system.params.vision_backbone_cf.params.embed_dim": "encoder_kw.embed_dim",
+    "system.params.vision_backbone_cf.params.depth": "encoder_kw.depth",
+    "system.params.vision_backbone_cf.params.num_heads": "encoder_kw.num_heads",
     "system.params.loss_cf.which": ("method", _one_of({"jepa": "ema_jepa", "bce": "supervised"}, "loss_cf.which")),
     "system.params.predictor_cf.dim": "method_kw.pred_dim", "system.params.predictor_cf.depth": "method_kw.pred_depth",
-    "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": None,  # intensity augmentation is always on
+    "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": Fixed(True, "gamma, brightness/contrast and noise are always in the views"),
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
     "system.params.opt_cf.params.lr": "lr", "system.params.opt_cf.params.weight_decay": "weight_decay",
-    "system.params.schd_cf.which": None,  # the trainer always warms up linearly, then decays by a cosine
-    "system.params.schd_cf.params.num_warmup_steps": None, "system.params.schd_cf.params.num_cycles": None,
-    "system.params.schd_cf.params.ipe_scale": None,
-    "training.trainer_params.max_epochs": None, "training.trainer_params.gradient_clip_val": "grad_clip",
+    "system.params.schd_cf.which": Fixed("cos_linear_warmup", "the trainer always warms up linearly, then decays by a cosine"),
+    "system.params.schd_cf.params.num_warmup_steps": Fixed(None, "sslmed counts optimiser steps: set warmup_steps"),
+    "system.params.schd_cf.params.num_cycles": Fixed(0.5, "one half cosine from the peak to 0"),
+    "system.params.schd_cf.params.ipe_scale": Fixed(1.0, "the schedule spans exactly the run's steps"),
+    "training.trainer_params.max_epochs": Fixed(None, "sslmed counts optimiser steps: set steps = epochs × series / batch_size"), "training.trainer_params.gradient_clip_val": "grad_clip",
     "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
-    "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": None,
-    "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": None,
-    "training.resume_checkpoint": "resume_from", "infra.num_gpus": None, "infra.num_nodes": None,
+    "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": Fixed(None, "sslmed checkpoints every ckpt_every steps: set ckpt_every"),
+    "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": Ignored("an sslmed checkpoint records its backbone's prefix"),
+    "training.resume_checkpoint": "resume_from", "infra.num_gpus": Ignored("torchrun sets the processes"), "infra.num_nodes": Ignored("torchrun sets the processes"),
     "infra.wandb_project": ("wandb", bool)}
 # the guide also spells these at the top level of `loader` and `dataset`, and `loader` inside `data`
 for _k, _v in list(NEURO_SEED_KEYS.items()):
@@ -958,6 +1014,8 @@ def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config") -> lis
     cfg = json.loads(json.dumps(seed_cfg))
     modes = (cfg.get("data") or {}).pop("mode_mapping", None)
     out = seed_overrides(cfg, NEURO_SEED_KEYS, source)
+    bb = ((cfg.get("system") or {}).get("params") or {}).get("vision_backbone_cf") or {}
+    if bb.get("which") == "vit_tiny" and "depth" not in (bb.get("params") or {}): out.append("encoder_kw.depth=12")  # timm's ViT-Ti
     return out + ([f"data.mode_mapping={json.dumps(_modes(modes))}"] if modes is not None else [])
 
 # %% ../../nbs/domains/14_neuro.ipynb #8bc40400
@@ -965,7 +1023,7 @@ DOMAIN = register_domain(Domain(
     "neuro", in_chans=1, views=volume_views, eval_tf=neuro_eval, label_key="findings",
     tasks={"findings": Task("multilabel", len(NEURO_FINDINGS), "auroc")},
     datasets={"phantom": phantom_factory(NeuroPhantom), "neuro_studies": reader_factory(NeuroStudies)},
-    encoder="vit3d_small", real_splits={"neuro_studies": ("train", "test")},
+    encoder="vit3d_base", study_key="study", real_splits={"neuro_studies": ("train", "test")},
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
-    eval_sizes={"smoke": dict(train=64, test=32)},  # phantom items are series: n studies x n_series
+    eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
     fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS))
