@@ -24,9 +24,9 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 # %% auto #0
 __all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
            'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map',
-           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'profile_datasets',
-           'missing_roots', 'label_balance', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer',
-           'write_fixtures']
+           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'seed_thresholds',
+           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -252,6 +252,74 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     m = classification_metrics(yt.numpy(), task_probs(z, task).numpy(), task)
     return dict(domain=cfg.domain, method=cfg.method, seed=seed, probe="finetune", label=label, task=task,
                 label_fraction=fraction, n_train=len(sub), n_test=len(test), **{k: m.get(k) for k in _KEEP})
+
+# %% ../nbs/30_protocols.ipynb #ec6960f6
+def seed_thresholds() -> np.ndarray:
+    "Seed 002's abstention thresholds: 0.50 → 0.95 by 0.05."
+    return np.round(np.arange(50, 100, 5) / 100, 2)
+
+# %% ../nbs/30_protocols.ipynb #a7c13eb5
+from fastcore.basics import patch
+
+@patch
+def feature_map(self: Preprocessed, x):
+    "The encoder's last feature map (B, C, *grid) of the transformed input: what a CAM head reads."
+    from sslmed.finetune import feature_map
+    return feature_map(self.encoder, self.transform(x))
+
+# %% ../nbs/30_protocols.ipynb #f41d696d
+def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, batch_size, patience, augment, cam_weight, root, device):
+    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`: (context, result, test set, device)."
+    from sslmed.finetune import finetune, finetune_cam
+    from sslmed.probes import label_subset, val_split, n_outputs
+    cfg, _ = load_run(run_dir)
+    dom, dev = get_domain(cfg.domain), run_device(cfg, device)
+    task = eval_tasks(cfg.domain, profile, root)[label]
+    task = "multiclass" if task in ("ordinal", "binary") else task  # the seed's K-way softmax head
+    model = Preprocessed(load_backbone(Path(run_dir) / "backbone.pt"), dom.eval_tf(**cfg.views_kw))
+    train, test = eval_datasets(cfg.domain, profile, seed, root)
+    y = torch.as_tensor(dataset_labels(train, label))
+    sub = label_subset(y, fraction, seed)
+    tr, ho = val_split(y[sub].numpy(), holdout, seed)
+    K = y.shape[1] if task == "multilabel" else max(2, int(y.max()) + 1)
+    S = torch.utils.data.Subset
+    data = S(train, sub[tr].tolist()), S(train, sub[ho].tolist())
+    kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
+              progress=False, augment=augment)
+    res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
+           else finetune_cam(model, *data, K, cam_weight, task, **kw))
+    ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
+               n_train=len(tr), n_holdout=len(ho), n_test=len(test))
+    return ctx, res, test, dev
+
+# %% ../nbs/30_protocols.ipynb #2b281ebf
+def finetune_selective(run_dir, label: str, profile: str = "smoke", seed: int = 0, epochs: int = 10, lr: float = 1e-4,
+                       holdout: float = 0.1, thresholds=None, fraction: float = 1.0, batch_size: int = 16, patience: int = 3,
+                       augment=None, cam_weight: float | None = None, root=None, device=None):
+    "Abstention on a fine-tuned run (seed 002): temperature from a `holdout` of the train labels; (per-threshold test table, SelectiveResult)."
+    from sslmed.finetune import predict_logits
+    from sslmed.selective import abstention_sweep
+    ctx, res, test, dev = _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, batch_size, patience,
+                                     augment, cam_weight, root, device)
+    if ctx["task"] != "multiclass": raise ValueError(f"abstention needs one score per class; label {label!r} is {ctx['task']}")
+    z, y = predict_logits(res.model, test, label, 32, dev, 0)
+    sel = abstention_sweep(z, y, res.val_logits, res.val_labels, seed_thresholds() if thresholds is None else thresholds)
+    table = pd.concat([pd.DataFrame([ctx | {"temperature": sel.temperature}] * len(sel.table)), sel.table], axis=1)
+    return table, sel
+
+# %% ../nbs/30_protocols.ipynb #a08071ef
+def finetune_cam_eval(run_dir, label: str, profile: str = "smoke", seed: int = 0, epochs: int = 10, lr: float = 1e-4,
+                      cam_weight: float = 1e-3, thresholds=(0.25, 0.5, 0.75), val: float = 0.2, fraction: float = 1.0,
+                      batch_size: int = 16, patience: int = 3, augment=None, root=None, device=None):
+    "CAM fine-tuning of a run (seed 002): CAM head + L1 penalty, then refined test-set CAMs; (metrics row, FinetuneResult, CAMPredictions)."
+    from sslmed.finetune import predict_cams
+    from sslmed.metrics import classification_metrics, task_probs
+    ctx, res, test, dev = _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, val, batch_size, patience,
+                                     augment, cam_weight, root, device)
+    cams = predict_cams(res.model, test, thresholds, label, 32, dev)
+    m = classification_metrics(cams.labels.numpy(), task_probs(cams.logits, ctx["task"]).numpy(), ctx["task"])
+    row = ctx | {"probe": "finetune_cam", "cam_weight": cam_weight, "cam_l1": float(cams.maps.abs().mean())} | {k: m.get(k) for k in _KEEP}
+    return row, res, cams
 
 # %% ../nbs/30_protocols.ipynb #c0a1d011
 def _spec(domain, dataset, kw, role) -> dict:
