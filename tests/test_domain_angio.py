@@ -296,6 +296,7 @@ def test_backbone_loads_with_the_seed_snippet_verbatim_and_gives_the_encoders_fe
     from sslmed.encoders import create_encoder
     from sslmed.train import save_backbone
     cfg = recipe("angio", "lejepa", "full")
+    jepa_kw = {m: recipe("angio", m, "full").encoder_kw for m in ("sigreg_jepa", "ema_jepa")}
     torch.manual_seed(0)
     enc = create_encoder(cfg.encoder, get_domain("angio").in_chans, **cfg.encoder_kw).eval()
     run = tmp_path / "run"
@@ -318,3 +319,5 @@ def test_backbone_loads_with_the_seed_snippet_verbatim_and_gives_the_encoders_fe
         assert torch.allclose(dyn(x.repeat(1, 3, 1, 1)), enc(x), atol=1e-5)
         assert torch.allclose(tokens[:, 1:], enc.forward_tokens(x), atol=1e-5) and tokens.shape[1] == 1 + 32 * 32
     assert backbone.num_features == enc.embed_dim == 384
+    for m in ("sigreg_jepa", "ema_jepa"):   # methods that train patch tokens only are probed on their mean, not the class token
+        assert jepa_kw[m] == {**cfg.encoder_kw, "pool": "mean"}
