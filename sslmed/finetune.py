@@ -190,5 +190,6 @@ def predict_cams(model: Classifier, dataset, thresholds=(0.25, 0.5, 0.75), label
         for x, lab in loader:
             f = model.feature_map(x.to(device))
             z, m = model.head(f, return_maps=True)
-            for k, v in zip(out, (z, _pick_label(lab, label_key), m, refine_cam_masked(m, f, thresholds))): out[k].append(v.float().cpu())
+            out["labels"].append(_pick_label(lab, label_key).cpu())
+            for k, v in zip(("logits", "maps", "refined"), (z, m, refine_cam_masked(m, f, thresholds))): out[k].append(v.float().cpu())
     return CAMPredictions(*(torch.cat(v) for v in out.values()))
