@@ -25,7 +25,7 @@ from .metrics import check_labels_int
 from .probes import *
 
 # %% auto #0
-__all__ = ['pad_bags', 'mil_pool', 'MILOutput', 'ABMIL', 'mil_probe']
+__all__ = ['pad_bags', 'mil_pool', 'MILOutput', 'ABMIL', 'mil_probe', 'study_bags', 'study_mil']
 
 # %% ../nbs/27_mil.ipynb #0a512324
 def pad_bags(bags, value: float = 0.0) -> tuple[Tensor, Tensor]:
@@ -139,3 +139,25 @@ def mil_probe(bags, labels, task: str = "multilabel", val=0.1, test=None, *, mod
         with torch.no_grad(): return task_probs(model(hb.to(dev), mb.to(dev)).logits, task).cpu().numpy()
     wrap = lambda s: None if s is None else Split((s[0], s[1]), s[2])
     return finish_probe(task, f"abmil-{mode}", K, predict, wrap(vs), wrap(ts), class_names, history=hist, best_epoch=best, model=model)
+
+# %% ../nbs/27_mil.ipynb #f82934bb
+def study_bags(feats, key: str, study_key: str = "study") -> tuple[list[Tensor], np.ndarray]:
+    "Features' embeddings as one bag per study (in order of first appearance) and each study's label; a study whose series disagree is an error naming it."
+    sid = as_numpy(feats.y(study_key), study_key).reshape(len(feats), -1)[:, 0]
+    y = as_numpy(feats.y(key), key)
+    order = list(dict.fromkeys(sid.tolist()))
+    bags, labels = [], []
+    for s in order:
+        idx = np.flatnonzero(sid == s)
+        if not (y[idx] == y[idx[0]]).all(): raise ValueError(f"study {s}: its {len(idx)} series carry different {key!r} labels")
+        bags.append(feats.x[torch.as_tensor(idx)]); labels.append(y[idx[0]])
+    return bags, np.stack(labels)
+
+def study_mil(train, test, key: str, task: str, mode: str = "aggregate", study_key: str | None = "study", val=0.2,
+              seed: int = 0, device="cpu", **kw) -> ProbeResult:
+    "`mil_probe` on study bags of frozen series embeddings (`study_bags`): study-level labels and metrics on `test`."
+    if study_key is None: raise ValueError("study-level MIL needs a domain with a study_key (the label naming each item's study)")
+    (btr, ytr), test = study_bags(train, key, study_key), study_bags(test, key, study_key)
+    try: return mil_probe(btr, ytr, task, val=val, test=test, mode=mode, seed=seed, device=device, **kw)
+    except EmptySplitError:  # too few studies to hold any out: a fixed number of epochs
+        return mil_probe(btr, ytr, task, val=None, test=test, mode=mode, seed=seed, device=device, max_epochs=100, **kw)

@@ -145,8 +145,11 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
              root=None, checkpoint: str = "backbone.pt", device=None, predictions: bool = False) -> pd.DataFrame:
     "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label); `predictions` keeps test labels and probabilities (for intervals)."
     from sslmed.probes import linear_probe, knn_eval, label_subset, EmptySplitError
+    from sslmed.mil import study_mil
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
+    if dom.study_key and rehearsed_profile(profile) == "full":  # study-level labels (seed 004): also scored per study by MIL
+        probes = (*probes, *[q for q in ("mil-aggregate", "mil-instance") if q not in probes])
     dev = run_device(cfg, device)
     ftr, fte = embed(run_dir, profile, seed, root, checkpoint, dev)
     rows = []
@@ -159,7 +162,9 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
                     r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100, device=dev)
             elif probe == "knn":
                 r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task, device=dev)
-            else: raise ValueError(f"unknown probe {probe!r}; use 'linear' or 'knn'")
+            elif probe in ("mil-aggregate", "mil-instance"):  # per study: series pooled by attention MIL (the domain's study_key)
+                r = study_mil(tr, fte, key, task, probe.split("-")[1], dom.study_key, seed=seed, device=dev)
+            else: raise ValueError(f"unknown probe {probe!r}; use 'linear', 'knn', 'mil-aggregate' or 'mil-instance'")
             rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=key, task=task,
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
                              **{k: r.metrics.get(k) for k in _KEEP},

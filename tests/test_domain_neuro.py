@@ -3,7 +3,7 @@ import json, os, re, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest, torch, yaml
 from sslmed.data.core import DataError, DataWarning, Quarantine
-from sslmed.domain import flatten_keys, get_domain
+from sslmed.domain import Fixed, Ignored, flatten_keys, get_domain
 from sslmed.train import recipe
 from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, head_phantom, write_dicom_series, write_nifti,
                                   write_neuro_fixture, read_dicom_series, neuro_seed_overrides)
@@ -167,12 +167,30 @@ def test_parity_table_matches_the_full_recipe_and_the_seed_keys():
         if r["parity"] == "different": assert r["why"], r
         if r["seed_key"] in NEURO_SEED_KEYS:
             t = NEURO_SEED_KEYS[r["seed_key"]]
-            assert (t if t is None or isinstance(t, str) else t[0]) == (None if r["key"] == "—" else r["key"]), r
+            if isinstance(t, Fixed) and t.value is None: assert r["parity"] == "different", r   # refused; the row names the key to set
+            else: assert first_key(t) == (None if r["key"] == "—" else r["key"]), r
         if r["key"] != "—" and r["value"] != "—":
             assert flat[r["key"]] == yaml.safe_load(r["value"]), (r, flat[r["key"]])
         if r["parity"] == "same" and r["seed_key"] in NEURO_SEED_KEYS and r["value"] != "—" and r["seed"] != "(open)":
             got = dict(o.split("=", 1) for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])})))
             assert yaml.safe_load(got[r["key"]]) == flat[r["key"]], r
+
+def first_key(t):
+    "The sslmed key a seed key translates to first (None: fixed or ignored)."
+    if t is None or isinstance(t, (Fixed, Ignored)): return None
+    if isinstance(t, list): return first_key(t[0])
+    return t if isinstance(t, str) else t[0]
+
+def test_fixed_seed_keys_refuse_other_values_and_name_the_key():
+    "Every Fixed key accepts its value and refuses another, naming the key; Ignored keys accept anything."
+    fixed = {k: t for k, t in NEURO_SEED_KEYS.items() if isinstance(t, Fixed)}
+    assert len(fixed) >= 8 and not [k for k, t in NEURO_SEED_KEYS.items() if t is None]
+    for k, t in fixed.items():
+        assert neuro_seed_overrides(flatten_to_nested({k: t.value})) == []
+        with pytest.raises(ValueError, match=re.escape(f"seed key {k!r}")):
+            neuro_seed_overrides(flatten_to_nested({k: "something else"}))
+    for k, t in NEURO_SEED_KEYS.items():
+        if isinstance(t, Ignored): assert neuro_seed_overrides(flatten_to_nested({k: 7})) == []
 
 def flatten_to_nested(d: dict) -> dict:
     out = {}

@@ -1,0 +1,98 @@
+"Seed 004's pipeline in the trainer and the evaluation: study batches (resumable, reshuffled), background-token filtering with patch_drop_rate, study-level MIL."
+import shutil, warnings
+from pathlib import Path
+import numpy as np, pytest, torch
+from sklearn.metrics import roc_auc_score
+from sslmed.core import assert_margin
+from sslmed.data.core import DataWarning
+from sslmed.domains.neuro import NeuroPhantom, NeuroStudies, volume_views, write_neuro_fixture
+from sslmed.encoders import create_encoder
+from sslmed.methods import EMAJEPA
+from sslmed.protocols import evaluate, pretrain
+from sslmed.train import TrainConfig, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Recording(torch.utils.data.Dataset):
+    "A dataset that records the order in which the trainer asks for its items."
+    def __init__(self, ds): self.ds, self.asked = ds, []
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i): self.asked.append(int(i)); return self.ds[i]
+    @property
+    def labels(self): return self.ds.labels
+
+
+def cfg(tmp_path, name, **kw):
+    "EMA-JEPA on foreground tokens with study batches, tiny."
+    return TrainConfig(**{**dict(domain="neuro", encoder="vit3d_tiny", encoder_kw=dict(img_size=16, patch_size=4, depth=1),
+                                 views=dict(size=16, n_global=1, remove_background=True), method="ema_jepa",
+                                 method_kw=dict(pred_dim=32, pred_depth=1, pred_heads=2, remove_background=True, patch_drop_rate=0.1),
+                                 sampler="study", batch_size=6, steps=6, warmup_steps=1, log_every=1, ckpt_every=2, device="cpu",
+                                 progress=False, out_dir=str(tmp_path / name)), **kw})
+
+
+def batches(asked, size): return [asked[i:i + size] for i in range(0, len(asked), size)]
+
+
+def test_fit_trains_on_whole_studies_and_resumes_the_same_batches(tmp_path):
+    ds = NeuroPhantom(8, seed=0, size=16, n_series=3)          # 8 studies of 3 series: 2 studies (6 series) a micro-batch
+    study = ds.labels["study"].numpy()
+    straight = Recording(ds); fit(cfg(tmp_path, "straight"), straight)
+    got = batches(straight.asked, 6)
+    assert len(got) == 6
+    for b in got: assert sorted(b) == sorted(np.flatnonzero(np.isin(study, study[b]))) and len(set(study[b])) == 2
+    epoch = lambda bs: {s for b in bs for s in study[b]}
+    assert epoch(got[:4]) == set(range(8)) and epoch(got[4:6]) != epoch(got[:2])    # 4 steps an epoch, then a new permutation
+    first = Recording(ds); fit(cfg(tmp_path, "resumed", steps=4), first)           # stopped after 4 steps
+    again = Recording(ds); fit(cfg(tmp_path, "resumed", resume=True), again)       # resumed: steps 4 and 5
+    assert batches(first.asked, 6) == got[:4] and batches(again.asked, 6) == got[4:]
+
+
+@pytest.fixture(scope="module")
+def fixture_views(tmp_path_factory):
+    "Views with a foreground channel of the five fixture studies' series (32³ at 6 mm), 8 a batch, 8 batches."
+    root = tmp_path_factory.mktemp("neuro") / "studies"
+    write_neuro_fixture(root, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        ds = NeuroStudies(root, spacing=(6, 6, 6), max_crop_size=(4, 4, 4), patch_size=8)
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+    vv = volume_views(32, n_global=1, remove_background=True)
+    g = torch.Generator().manual_seed(0)
+    return [vv(x[torch.randint(len(x), (8,), generator=g)], generator=g)[0] for _ in range(8)]
+
+
+def test_air_tokens_never_reach_the_encoders_and_drops_match_the_rate(fixture_views):
+    torch.manual_seed(0)
+    m = EMAJEPA(create_encoder("vit3d_tiny", 1, img_size=32, patch_size=8, depth=1), pred_dim=32, pred_depth=1, pred_heads=2,
+                remove_background=True, patch_drop_rate=0.1)
+    seen = []
+    for enc in (m.encoder, m.teacher):
+        enc.forward_tokens = (lambda f, who: lambda x, keep=None: (seen.append((who, keep)), f(x, keep))[1])(enc.forward_tokens, enc is m.teacher)
+    fg_total = kept_total = 0
+    for step, v in enumerate(fixture_views):
+        seen.clear()
+        with torch.no_grad(): m([v], step=step, generator=torch.Generator().manual_seed(step))
+        head = torch.nn.functional.max_pool3d(v[:, 1:], 8, 8).flatten(1) > 0                 # tokens with any head voxel
+        for _, keep in seen: assert head.gather(1, keep).all()                              # no air-only token, student or teacher
+        (_, k_teacher), = [s for s in seen if s[0]]
+        n_fg = head.sum(1)
+        assert k_teacher.shape[1] == int((n_fg - torch.round(0.1 * n_fg)).min())          # the rate, on the smallest sample
+        fg_total += int(n_fg.sum()); kept_total += k_teacher.numel()
+    effective = 1 - kept_total / fg_total
+    print(f"foreground tokens not encoded at patch_drop_rate 0.1, 8 batches of 8 fixture views 32³/8³: {effective:.3f}")
+    assert_margin("effective foreground-token drop at patch_drop_rate 0.1 (rate + dense-batch trim)", effective, 0.6, above=False)
+    assert effective >= 0.09
+
+
+def test_neuro_evaluation_scores_studies_with_mil_in_both_modes(tmp_path):
+    "On the phantom (studies of 3 series): one row per MIL mode and label, scored over studies, AUROC as sklearn computes it."
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    run = pretrain("neuro", "random", "smoke", 0, root=tmp_path)
+    r = evaluate(run, "smoke", 0, probes=("mil-aggregate", "mil-instance"), root=tmp_path, predictions=True)
+    assert list(r.probe) == ["mil-aggregate", "mil-instance"] and set(r.label) == {"findings"}
+    n_test_studies = 32                                              # the smoke test set: NeuroPhantom(n=32), 3 series each
+    for _, row in r.iterrows():
+        assert len(row.y) == n_test_studies and row.probs.shape == (n_test_studies, 3)
+        assert row.auroc == pytest.approx(roc_auc_score(row.y, row.probs, average="macro"))
