@@ -627,7 +627,7 @@ SEED_KEYS = {"BATCH_SIZE": "batch_size", "TOTAL_DS_EPOCHS": ("steps", epochs_to_
 
 # %% ../../nbs/domains/13_fundus.ipynb #6a3076d7
 DOMAIN = register_domain(Domain(
-    "fundus", in_chans=3, views=fundus_views, eval_tf=fundus_eval, label_key="grade",
+    "fundus", in_chans=3, views=with_presets(fundus_views, 3), eval_tf=fundus_eval, label_key="grade",
     tasks={"grade": Task("ordinal", len(FUNDUS_GRADES), "kappa")},
     datasets={"phantom": phantom_factory(FundusPhantom), "eyepacs": reader_factory(EyePACS), "aptos": reader_factory(APTOS),
               "messidor2": reader_factory(Messidor2)},
