@@ -13,7 +13,7 @@ from .core import atomic_write_text, project_root
 from .paper import run_paper, readme_from_index, list_experiments, dry_run, MissingRoots
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'main']
+__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'finetune', 'main']
 
 # %% ../nbs/34_cli.ipynb #56c828b5
 @call_parse
@@ -107,8 +107,37 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
     if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(res))
     return 0
 
+# %% ../nbs/34_cli.ipynb #18d3ff09
+@call_parse
+def finetune(run: str = None,  # a training run's folder (config.yaml, backbone.pt)
+             task: str = None,  # the task as the domain's seed names it (ECG: rhythm, superdiagnostic, diagnostic, subdiagnostic, form, all)
+             profile: str = None,  # smoke/demo (phantoms) or full (real data); default: full for a run on real data, else smoke
+             data_dir: str = None,  # the labelled dataset's root (default: $SSLMED_DATA_<NAME>, e.g. $SSLMED_DATA_PTBXL)
+             checkpoint: str = "backbone.pt",  # the backbone file in the run folder
+             out: str = None,  # output folder (default: <run>/finetune/<task>_s<seed>)
+             epochs: int = 20,  # at most this many epochs (early stopping on validation AUROC)
+             lr: float = 1e-4,  # AdamW learning rate (cosine schedule over the epochs)
+             batch_size: int = 32,  # samples per step
+             patience: int = 5,  # epochs without a better validation AUROC before stopping
+             layer_decay: float = None,  # layer-wise learning-rate decay (e.g. 0.75), off by default
+             freeze: bool = False,  # train the head only (a linear probe through the same loop)
+             seed: int = 0,  # seed of the head, the batches and the phantoms
+             wandb: bool = False,  # also log to an offline wandb run (when wandb is installed)
+             overwrite: bool = False,  # replace an earlier fine-tuning in the output folder
+             device: str = None):  # cpu, cuda, ... (default: the run's device)
+    "Fine-tune a run's backbone on one task (seed 001's finetune.py --task): best-by-val-AUROC checkpoint and the seed's metric names."
+    import json
+    from sslmed.protocols import finetune_task
+    if not run or not task: raise ValueError("sslmed finetune: give --run DIR and --task NAME")
+    row = finetune_task(run, task, profile, seed, out, epochs, lr, layer_decay=layer_decay, batch_size=batch_size,
+                        patience=patience, freeze_backbone=freeze, checkpoint=checkpoint, wandb=wandb, overwrite=overwrite,
+                        data_dir=data_dir, device=device, progress=True)
+    print(json.dumps(row, default=str))
+    return 0
+
+
 # %% ../nbs/34_cli.ipynb #a9d5a903
-COMMANDS = {"paper": paper, "train": train, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
+COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
 
 def main(argv=None) -> int:
     "The `sslmed` command: `sslmed <command> [--help]`."

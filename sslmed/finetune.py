@@ -27,7 +27,8 @@ from .cam import *
 
 # %% auto #0
 __all__ = ['feature_map', 'Classifier', 'param_groups', 'predict_logits', 'FinetuneResult', 'finetune_loss', 'finetune',
-           'cam_l1_penalty', 'finetune_cam', 'CAMPredictions', 'predict_cams']
+           'cam_l1_penalty', 'finetune_cam', 'CAMPredictions', 'predict_cams', 'logged_names', 'MonitoredFinetune',
+           'finetune_monitored']
 
 # %% ../nbs/25_finetune.ipynb #e0d2f5c1
 def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
@@ -193,3 +194,81 @@ def predict_cams(model: Classifier, dataset, thresholds=(0.25, 0.5, 0.75), label
             out["labels"].append(_pick_label(lab, label_key).cpu())
             for k, v in zip(("logits", "maps", "refined"), (z, m, refine_cam_masked(m, f, thresholds))): out[k].append(v.float().cpu())
     return CAMPredictions(*(torch.cat(v) for v in out.values()))
+
+# %% ../nbs/25_finetune.ipynb #7c78beab
+from .probes import _state_copy  # the weights of the best epoch, as the probes keep them
+
+_SHORT = {"auroc": "auc"}  # seed 001 logs AUROC as `auc`
+
+def logged_names(metrics: dict, split: str, metric: str = "auroc") -> dict:
+    "`metric` and its per-class values `metric/<class>` under seed 001's names: `<split>/auc`, `<split>/auc/<class>`."
+    short = _SHORT.get(metric, metric)
+    out = {f"{split}/{short}": float(metrics[metric])}
+    out.update({f"{split}/{short}/{k.split('/', 1)[1]}": float(v) for k, v in metrics.items() if k.startswith(metric + "/")})
+    return out
+
+@dataclass
+class MonitoredFinetune(FinetuneResult):
+    "A `finetune_monitored` result: also the metrics of the selected model on the test set (empty without one)."
+    test_metrics: dict = field(default_factory=dict)
+
+def _save_best(path, model, epoch, metric, value, label_key, class_names):
+    with atomic_path(path) as tmp:
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": epoch, "metric": metric,
+                    "value": value, "label_key": label_key, "class_names": list(class_names or [])}, tmp)
+
+
+# %% ../nbs/25_finetune.ipynb #e08ea7ee
+def finetune_monitored(backbone: nn.Module, head: nn.Module, train_data, val_data, task: str = "multiclass", *,
+                       test_data=None, label_key: str | None = None, class_names=None, metric: str = "auroc",
+                       epochs: int = 20, lr: float = 1e-4, weight_decay: float = 0.05, layer_decay: float | None = None,
+                       batch_size: int = 32, patience: int = 5, min_delta: float = 1e-4, freeze_backbone: bool = False,
+                       log: Callable | None = None, checkpoint=None, device=None, seed: int = 0, num_workers: int = 0,
+                       grad_clip: float | None = 1.0, progress: bool = True) -> MonitoredFinetune:
+    "Fine-tune `Classifier(backbone, head)`, keeping the epoch of best validation `metric`; log each epoch, checkpoint the best, score `test_data`."
+    check_task(task)
+    if len(train_data) == 0: raise ValueError("the training set is empty")
+    if val_data is None or len(val_data) == 0: raise ValueError("the validation set is empty: model selection needs one")
+    torch.manual_seed(seed)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Classifier(backbone, head).to(device)
+    if freeze_backbone: model.backbone.requires_grad_(False)
+    opt = torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_items,
+                        generator=torch.Generator().manual_seed(seed), drop_last=len(train_data) > batch_size)
+    score = lambda data: (lambda z, y: (classification_metrics(y.numpy(), task_probs(z, task).numpy(), task,
+                                                               class_names=class_names), z, y))(
+        *predict_logits(model, data, label_key, batch_size, device, num_workers))
+    short, hist, best, best_state, wait, step = _SHORT.get(metric, metric), [], -math.inf, None, 0, 0
+    for epoch in tqdm(range(epochs), desc="fine-tuning", disable=not progress, leave=False):
+        model.train()
+        if freeze_backbone: model.backbone.eval()
+        lr_now, total, n = sched.get_last_lr()[-1], 0.0, 0
+        for x, lab in loader:
+            x, y = x.to(device), _pick_label(lab, label_key).to(device)
+            loss = task_loss(model(x), y, task)
+            opt.zero_grad(set_to_none=True); loss.backward()
+            if grad_clip: nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            total, n, step = total + loss.item() * len(x), n + len(x), step + 1
+        sched.step()
+        if not math.isfinite(total): raise FloatingPointError(f"fine-tuning diverged at epoch {epoch} (lower the learning rate?)")
+        m, z, y = score(val_data)
+        v = float(m[metric])
+        wait = 0 if v > best + min_delta else wait + 1  # NaN compares False: an undefined score is no gain
+        if v > best:
+            best, best_state, best_epoch, best_val = v, _state_copy(model), epoch, (m, z, y)
+            if checkpoint is not None: _save_best(checkpoint, model, epoch, metric, v, label_key, class_names)
+        row = {"loss": total / max(n, 1), "lr": lr_now, **logged_names(m, "val", metric),
+               f"val/best_{short}": best if best_state is not None else float("nan")}
+        hist.append({"epoch": epoch, "step": step, **row})
+        if log is not None: log(step, row)
+        if wait >= patience: break
+    if best_state is None:
+        raise ValueError(f"validation {metric} was never defined (NaN every epoch): does the validation set hold both "
+                         f"positives and negatives of some class?")
+    model.load_state_dict(best_state); model.eval()
+    test = score(test_data)[0] if test_data is not None and len(test_data) else {}
+    return MonitoredFinetune(model, pd.DataFrame(hist), best_epoch, *best_val, test_metrics=test)
+

@@ -23,10 +23,11 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
-           'as_overrides', 'pretrain', 'load_run', 'embed', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map',
-           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'seed_thresholds',
-           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
-           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+           'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs',
+           'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval',
+           'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
+           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset',
+           'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -134,6 +135,14 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
 
 _KEEP = ("auroc", "accuracy", "f1", "kappa")
 
+def kept_metrics(metrics: dict, per_class: bool = False) -> dict:
+    "A score row's headline columns (`_KEEP`); with `per_class` also every `auroc/<class>`."
+    return {**{k: metrics.get(k) for k in _KEEP}, **({k: v for k, v in metrics.items() if k.startswith("auroc/")} if per_class else {})}
+
+def _per_class(per_class: bool | None, profile: str) -> bool:
+    "Per-class AUROC columns: as asked, by default only under the full profile (smoke and demo tables keep their columns)."
+    return rehearsed_profile(profile) == "full" if per_class is None else per_class
+
 def eval_tasks(domain: str, profile: str = "smoke", root=None) -> dict:
     "Label key -> task kind that a domain is evaluated on under a profile: the evaluation dataset's own tasks."
     dom = get_domain(domain)
@@ -142,8 +151,9 @@ def eval_tasks(domain: str, profile: str = "smoke", root=None) -> dict:
     return {k: t.kind for k, t in dom.tasks_for(name).items()}
 
 def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "knn"), label_fraction: float = 1.0,
-             root=None, checkpoint: str = "backbone.pt", device=None, predictions: bool = False) -> pd.DataFrame:
-    "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label); `predictions` keeps test labels and probabilities (for intervals)."
+             root=None, checkpoint: str = "backbone.pt", device=None, predictions: bool = False,
+             per_class: bool | None = None) -> pd.DataFrame:
+    "Frozen-backbone scores of a run on every label its domain evaluates: one row per (probe, label); `predictions` keeps test labels and probabilities (for intervals), `per_class` the `auroc/<class>` columns."
     from sslmed.probes import linear_probe, knn_eval, label_subset, EmptySplitError
     from sslmed.mil import study_mil
     cfg, _ = load_run(run_dir)
@@ -152,22 +162,25 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
         probes = (*probes, *[q for q in ("mil-aggregate", "mil-instance") if q not in probes])
     dev = run_device(cfg, device)
     ftr, fte = embed(run_dir, profile, seed, root, checkpoint, dev)
+    per_class = _per_class(per_class, profile)
+    names = (getattr(eval_datasets(cfg.domain, profile, seed, root)[1], "label_names", None) or {}) if per_class else {}
     rows = []
     for key, task in eval_tasks(cfg.domain, profile, root).items():
         tr = ftr if label_fraction >= 1 else ftr.subset(label_subset(ftr.y(key), label_fraction, seed))
         for probe in probes:
             if probe == "linear":
-                try: r = linear_probe(tr, key, task, val=0.2, test=fte, seed=seed, device=dev)
+                try: r = linear_probe(tr, key, task, val=0.2, test=fte, seed=seed, device=dev, class_names=names.get(key))
                 except EmptySplitError:  # a handful of labels leaves no validation split: fixed epochs, no early stopping
-                    r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100, device=dev)
+                    r = linear_probe(tr, key, task, val=None, test=fte, seed=seed, max_epochs=100, device=dev, class_names=names.get(key))
             elif probe == "knn":
-                r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task, device=dev)
+                r = knn_eval(tr, key, fte, key, k=min(20, len(tr)), task="multiclass" if task == "ordinal" else task, device=dev,
+                             class_names=names.get(key))
             elif probe in ("mil-aggregate", "mil-instance"):  # per study: series pooled by attention MIL (the domain's study_key)
                 r = study_mil(tr, fte, key, task, probe.split("-")[1], dom.study_key, seed=seed, device=dev)
             else: raise ValueError(f"unknown probe {probe!r}; use 'linear', 'knn', 'mil-aggregate' or 'mil-instance'")
             rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=key, task=task,
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
-                             **{k: r.metrics.get(k) for k in _KEEP},
+                             **kept_metrics(r.metrics, per_class),
                              **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
     return pd.DataFrame(rows)
 
@@ -232,7 +245,7 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
 
 # %% ../nbs/30_protocols.ipynb #14c85a42
 def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "smoke", seed: int = 0, epochs: int = 10,
-                  lr: float = 1e-4, root=None, device=None) -> dict:
+                  lr: float = 1e-4, root=None, device=None, per_class: bool | None = None) -> dict:
     "Fine-tune a run's backbone + linear head on `fraction` of the train labels; test-set metrics as a row."
     from sslmed.finetune import finetune, predict_logits
     from sslmed.probes import label_subset, val_split, n_outputs, EmptySplitError
@@ -254,9 +267,91 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     res = finetune(model, head, S(train, sub[tr].tolist()), S(train, sub[va].tolist()), task, label_key=label,
                    epochs=epochs, lr=lr, batch_size=16, patience=patience, seed=seed, device=dev, progress=False)
     z, yt = predict_logits(res.model, test, label, 32, dev, 0)
-    m = classification_metrics(yt.numpy(), task_probs(z, task).numpy(), task)
+    names = (getattr(test, "label_names", None) or {}).get(label) if _per_class(per_class, profile) else None
+    m = classification_metrics(yt.numpy(), task_probs(z, task).numpy(), task, class_names=names)
     return dict(domain=cfg.domain, method=cfg.method, seed=seed, probe="finetune", label=label, task=task,
-                label_fraction=fraction, n_train=len(sub), n_test=len(test), **{k: m.get(k) for k in _KEEP})
+                label_fraction=fraction, n_train=len(sub), n_test=len(test),
+                **kept_metrics(m, _per_class(per_class, profile)))
+
+# %% ../nbs/30_protocols.ipynb #1d074579
+def finetune_spec(domain: str, task: str, profile: str = "smoke", root=None) -> tuple[str, dict]:
+    "The labelled dataset a domain fine-tunes on under `profile`, and `task`'s spec: `label`, `kind`, reader `data`, `splits`."
+    dom = get_domain(domain)
+    name, _ = _data_kw(domain, profile, root)
+    name = dom.eval_dataset.get(name, (name, {}))[0]
+    known = {**{k: {"label": k} for k in dom.tasks_for(name)}, **dom.finetune_tasks.get(name, {})}
+    if task not in known:
+        raise ValueError(f"unknown fine-tuning task {task!r} for domain {domain!r} on {name!r}; known tasks: {', '.join(sorted(known))}")
+    spec = {"data": {}, "splits": None, **known[task]}
+    if "kind" not in spec: spec["kind"] = dom.tasks_for(name)[spec["label"]].kind
+    return name, spec
+
+def task_datasets(domain: str, task: str, profile: str = "smoke", seed: int = 0, root=None, data_dir=None) -> tuple:
+    "(train, val, test, spec) of fine-tuning `task`: the task's reader arguments and splits (root `data_dir` or $SSLMED_DATA_<NAME>), or three disjoint phantoms."
+    from sslmed.probes import val_split
+    dom = get_domain(domain)
+    name, spec = finetune_spec(domain, task, profile, root)
+    base, kw = _data_kw(domain, profile, root)
+    if base == "phantom":
+        train, test = eval_datasets(domain, profile, seed, root)
+        return train, dom.datasets["phantom"](seed=30_000 + seed, n=dom.sizes(profile)["test"], **kw), test, spec
+    root_dir = data_dir or os.environ.get(root_env(name))
+    if not root_dir: raise ValueError(f"fine-tuning on {name!r} needs ${root_env(name)} (see data_cards/)")
+    kw = {**{k: v for k, v in kw.items() if k != "split"}, **dom.eval_dataset.get(base, (name, {}))[1], **spec["data"]}
+    make = lambda split: dom.datasets[name](root=root_dir, split=split, **kw)
+    if spec["splits"]: return (*map(make, spec["splits"]), spec)
+    tr, te = dom.real_splits.get(name, ("train", "test"))
+    train, test = make(tr), make(te)
+    t, v = val_split(dataset_labels(train, spec["label"]), 0.2, seed)  # no validation split: a fifth of the training one
+    S = torch.utils.data.Subset
+    return S(train, t.tolist()), S(train, v.tolist()), test, spec
+
+
+# %% ../nbs/30_protocols.ipynb #4157ac05
+def _fresh_dir(out: Path, overwrite: bool) -> Path:
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite: raise FileExistsError(f"{out} is not empty: pass overwrite=True (--overwrite) or another out_dir")
+        import shutil; shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+def finetune_task(run_dir, task: str, profile: str | None = None, seed: int = 0, out_dir=None, epochs: int = 20,
+                  lr: float = 1e-4, weight_decay: float = 0.05, layer_decay: float | None = None, batch_size: int = 32,
+                  patience: int = 5, freeze_backbone: bool = False, checkpoint: str = "backbone.pt", wandb: bool = False,
+                  overwrite: bool = False, data_dir=None, root=None, device=None, progress: bool = False) -> dict:
+    "Fine-tune a run's backbone on `task` (a seed's `--task` name): best-by-val-AUROC `best.pt`, the seed's metric names; the test row."
+    from sslmed.finetune import finetune_monitored, logged_names
+    from sslmed.probes import n_outputs
+    from sslmed.train import RunLogger, tb_tags
+    cfg, _ = load_run(run_dir)
+    profile = profile or ("smoke" if cfg.dataset == "phantom" else "full")  # a run on real data was trained by the full recipe
+    dom, dev = get_domain(cfg.domain), run_device(cfg, device)
+    train, val, test, spec = task_datasets(cfg.domain, task, profile, seed, root, data_dir)
+    key, kind = spec["label"], spec["kind"]
+    names = (getattr(test, "label_names", None) or {}).get(key)
+    K = 2 if kind == "binary" else torch.as_tensor(test[0][1][key]).numel() if kind == "multilabel" else len(names or []) or \
+        dom.tasks[key].n_classes
+    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), dom.eval_tf(**cfg.views_kw))
+    out = _fresh_dir(Path(out_dir) if out_dir else Path(run_dir) / "finetune" / f"{task}_s{seed}", overwrite)
+    log = RunLogger(out, method=None, wandb=wandb, config=dict(run=str(run_dir), task=task, label=key, epochs=epochs, lr=lr))
+    try:
+        res = finetune_monitored(model, nn.Linear(model.embed_dim, n_outputs(kind, K)), train, val, kind, test_data=test,
+                                 label_key=key, class_names=names, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                                 layer_decay=layer_decay, batch_size=batch_size, patience=patience, seed=seed,
+                                 freeze_backbone=freeze_backbone, log=log.log, checkpoint=out / "best.pt", device=dev,
+                                 progress=progress)
+        named, step = logged_names(res.test_metrics, "test"), int(res.history.step.iloc[-1])
+        for k, v in named.items():  # the CSV keeps one row per epoch: the test scores go to TensorBoard/wandb and their own CSV
+            for t in tb_tags(k): log.tb.add_scalar(t, v, step)
+        if log.wb is not None: log.wb.summary.update(named)
+    finally: log.close()
+    best = float(res.history["val/best_auc"].iloc[-1])
+    with atomic_path(out / "test_metrics.csv") as tmp:
+        pd.DataFrame([{"task": task, "best_epoch": res.best_epoch, "val/best_auc": best, **named}]).to_csv(tmp, index=False)
+    return dict(domain=cfg.domain, method=cfg.method, seed=seed, probe="finetune", label=key, finetune_task=task, task=kind,
+                n_train=len(train), n_val=len(val), n_test=len(test), best_epoch=res.best_epoch, val_best_auroc=best,
+                **kept_metrics(res.test_metrics, True), out_dir=str(out))
+
 
 # %% ../nbs/30_protocols.ipynb #ec6960f6
 def seed_thresholds() -> np.ndarray:

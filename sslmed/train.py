@@ -322,7 +322,7 @@ class PairBatches(torch.utils.data.Sampler):
     def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
     def __len__(self) -> int: return (self.steps - self.start) * self.accum
 
-# %% ../nbs/21_train.ipynb #1642aa34
+# %% ../nbs/21_train.ipynb #9f43eb92
 def study_ids(ds, dom) -> np.ndarray:
     "The study of each item of `ds`: its `study_ids`, else the domain's `study_key` label; a `ConfigError` when the domain has none."
     if getattr(dom, "study_key", None) is None:
@@ -461,8 +461,8 @@ TB_NAMES = {"loss": "train/loss", "inv": "train/inv_loss", "sigreg": "train/sigr
 TB_ALIASES = {"lejepa": {"loss": ("train/lejepa_loss",)}}  # seed 000 logs LeJEPA's total loss under its own name
 
 def tb_tags(key: str, method: str | None = None) -> list[str]:
-    "The TensorBoard (and wandb) names of a logged value: the seed systems' names, else `train/<key>`."
-    return [TB_NAMES.get(key, f"train/{key}"), *TB_ALIASES.get(method, {}).get(key, ())]
+    "The TensorBoard (and wandb) names of a logged value: the seed systems' names, a key naming its section (`val/auc`) as is, else `train/<key>`."
+    return [TB_NAMES.get(key, key if "/" in key else f"train/{key}"), *TB_ALIASES.get(method, {}).get(key, ())]
 
 # %% ../nbs/21_train.ipynb #a1c0e014
 def wandb_run(out_dir, config: dict | None = None):

@@ -34,9 +34,9 @@ from ..domain import Domain, Task, register_domain, phantom_factory, reader_fact
 __all__ = ['ECG_LEADS', 'ECG_RHYTHMS', 'ECG_SUPERCLASSES', 'ECG_TERRITORIES', 'STANDARD_LEADS', 'MAX_ABS_MV', 'PTBXL_TASKS',
            'PTBXL_SOURCE', 'PTBXL_LAYOUT', 'PTBXL_FIXTURE_IRREGULAR', 'PTBXL_LABELS', 'MIMIC_ECG_SOURCE',
            'MIMIC_ECG_LAYOUT', 'MIMIC_WFDB_LAYOUT', 'MIMIC_LEAD_ORDER', 'MIMIC_FIXTURE_IRREGULAR', 'ECG_REAL_TASKS',
-           'ECG_SEED_KEYS', 'DOMAIN', 'ECGPhantom', 'read_wfdb', 'resample_ecg', 'aggregate_scp', 'task_vocabulary',
-           'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'ecg_npy', 'mimic_record_path', 'make_mimic_ecg_fixture',
-           'MIMICECG', 'ecg_views', 'ecg_eval']
+           'ECG_FINETUNE_TASKS', 'ECG_SEED_KEYS', 'DOMAIN', 'ECGPhantom', 'read_wfdb', 'resample_ecg', 'aggregate_scp',
+           'task_vocabulary', 'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'ecg_npy', 'mimic_record_path',
+           'make_mimic_ecg_fixture', 'MIMICECG', 'ecg_views', 'ecg_eval']
 
 # %% ../../nbs/domains/12_ecg.ipynb #55375d42
 ECG_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -483,6 +483,9 @@ class PTBXL(ReaderDataset):
     @property
     def targets(self) -> np.ndarray: return np.stack([self.encode(r["labels"]) for r in self.items]) if self.items else np.zeros((0, len(self.classes)), np.float32)
 
+    @property
+    def label_names(self) -> dict: return {k: self.vocab[t] for k, t in self.labels.items()}  # class names per label key
+
     def _labels_of(self, r: dict, t: str) -> list: return r["labels"] if t == self.task else r[f"labels_{t}"]
 
     def load(self, i: int):
@@ -697,6 +700,15 @@ def ecg_eval(**_):
 ECG_REAL_TASKS = {"ptbxl": {"superclass": Task("multilabel", 5, "auroc"), "rhythm": Task("multilabel", 12, "auroc")}}
 ECG_REAL_TASKS["mimic_ecg"] = ECG_REAL_TASKS["ptbxl"]  # pretraining only: evaluated on PTB-XL
 
+# seed 001's `finetune.py --task` names (the PTB-XL benchmark's tasks) -> the label read and how PTB-XL is read for it;
+# records without a statement of the task are dropped, as in the benchmark; folds 1-8 / 9 / 10 = train / val / test
+ECG_FINETUNE_TASKS = {"ptbxl": {t: dict(label=t, kind="multilabel", data={"task": t, "labels": {t: t}}, splits=("train", "val", "test"))
+                                for t in PTBXL_TASKS}}
+ECG_FINETUNE_TASKS["ptbxl"]["superclass"] = {**ECG_FINETUNE_TASKS["ptbxl"]["superdiagnostic"], "label": "superclass",
+                                             "data": {"task": "superdiagnostic", "labels": {"superclass": "superdiagnostic"}}}
+ECG_FINETUNE_TASKS["phantom"] = {"rhythm": dict(label="rhythm"), "superclass": dict(label="superclass"),
+                                 "superdiagnostic": dict(label="superclass")}  # the phantom's labels under the seed's names
+
 # seed 001 (MyJEPA, configs/ViTS_mimic.yaml) -> sslmed config keys of the sigreg_jepa recipe
 ECG_SEED_KEYS = {"dim": "encoder_kw.embed_dim", "depth": "encoder_kw.depth", "num_heads": "encoder_kw.num_heads",
                  "pred_dim": "method_kw.pred_dim", "pred_depth": "method_kw.pred_depth", "sigreg_lambda": "method_kw.lamb",
@@ -709,4 +721,4 @@ DOMAIN = register_domain(Domain(
     encoder="vit1d_small", real_splits={"ptbxl": ("train", "test")},
     eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "labels": PTBXL_LABELS, "sampling_rate": 500, "on_error": "skip"})},
     fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS,
-    dataset_tasks=ECG_REAL_TASKS))
+    dataset_tasks=ECG_REAL_TASKS, finetune_tasks=ECG_FINETUNE_TASKS))
