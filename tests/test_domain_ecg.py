@@ -365,6 +365,16 @@ def dotted(cfg, key):
     return node
 
 
+def finetune_names() -> set:
+    "What `finetune_task` logs, with `<class>` for a class name: the trainer's tags of loss and lr, and the seed's AUC names."
+    from sslmed.finetune import logged_names
+    from sslmed.train import tb_tags
+    m = {"auroc": 0.5, "auroc/<class>": 0.5}
+    return {tb_tags(k)[0] for k in ("loss", "lr", *logged_names(m, "val"), "val/best_auc", *logged_names(m, "test"))}
+
+FINETUNE_NAMES = finetune_names()
+
+
 def test_parity_table_matches_the_full_recipe():
     rows = parity_rows()
     assert len(rows) >= 25
@@ -381,6 +391,11 @@ def test_parity_table_matches_the_full_recipe():
             assert ours[4:-1] in TB_NAMES.values(), ours
             if same == "same": assert seed.removeprefix("metric ").strip("`") == ours[4:-1]
             checked += 1
+        elif ours.startswith("finetune TB `"):                          # the names fine-tuning writes (TB, CSV)
+            names = re.findall(r"`([^`]+)`", ours)
+            assert names and set(names) <= FINETUNE_NAMES, (names, FINETUNE_NAMES)
+            if same == "same" and seed.startswith("finetune metric"): assert re.findall(r"`([^`]+)`", seed) == names
+            checked += 1
     keys = {re.fullmatch(r"`([\w.]+)`", r[2]).group(1) for r in rows if re.fullmatch(r"`([\w.]+)`", r[2])}
     assert set(get_domain("ecg").seed_keys.values()) <= keys            # every translated seed key has its row
-    assert checked >= 24, checked
+    assert checked >= 30, checked

@@ -119,3 +119,22 @@ def test_frozen_superdiagnostic_occupied_folder_and_optional_wandb(run, tmp_path
         finetune_task(run_dir, "superdiagnostic", out_dir=out, epochs=1, data_dir=ptb, device="cpu")
     again = finetune_task(run_dir, "superdiagnostic", out_dir=out, epochs=1, data_dir=ptb, device="cpu", overwrite=True)
     assert len(pd.read_csv(out / "metrics.csv")) == 1 and again["best_epoch"] == 0
+
+
+def test_pretraining_logs_seed_001_metric_names(run):
+    "The run above (full recipe, log_every 1) wrote every pretraining metric the seed's README lists, under its name."
+    tags = tb_scalars(run[0] / "tb")
+    for t in ("train/loss", "train/pred_loss", "train/sigreg_loss", "train/lr", "train/step_time", "train/throughput",
+              "gradients/norm", "system/gpu_memory_mib"):
+        assert t in tags and all(math.isfinite(v) for v in tags[t]), (t, sorted(tags))
+    assert tags["train/step_time"][0] > 0 and tags["gradients/norm"][0] > 0
+
+
+def test_converter_cli_shows_progress(tmp_path):
+    "`sslmed-ecg-npy ROOT` (no --quiet) draws a tqdm bar over the records of record_list.csv and says what it wrote."
+    E.make_mimic_ecg_fixture(tmp_path / "m", n_records=5, convert=False)
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out): E.ecg_npy.__wrapped__(str(tmp_path / "m"))
+    assert "5/5" in err.getvalue(), err.getvalue()
+    kept = len(E.MIMICECG(tmp_path / "m"))
+    assert f"{kept} of 5 records converted" in out.getvalue() and kept == 5 - 1        # the fixture's NaN-lead record skipped
