@@ -12,6 +12,11 @@ from fastcore.script import call_parse, anno_parser
 from .core import atomic_write_text, project_root
 from .paper import run_paper, readme_from_index, list_experiments, dry_run, MissingRoots
 
+if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "sslmed.cli":
+    from sslmed.cli import main as _main  # `python -m sslmed.cli …` is `sslmed …`; fastcore would run the first command
+    sys.exit(_main())
+
+
 # %% auto #0
 __all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'finetune', 'main']
 

@@ -196,7 +196,7 @@ def predict_cams(model: Classifier, dataset, thresholds=(0.25, 0.5, 0.75), label
     return CAMPredictions(*(torch.cat(v) for v in out.values()))
 
 # %% ../nbs/25_finetune.ipynb #7c78beab
-from .probes import _state_copy  # the weights of the best epoch, as the probes keep them
+from .probes import state_copy  # the weights of the best epoch, as the probes keep them
 
 _SHORT = {"auroc": "auc"}  # seed 001 logs AUROC as `auc`
 
@@ -258,7 +258,7 @@ def finetune_monitored(backbone: nn.Module, head: nn.Module, train_data, val_dat
         v = float(m[metric])
         wait = 0 if v > best + min_delta else wait + 1  # NaN compares False: an undefined score is no gain
         if v > best:
-            best, best_state, best_epoch, best_val = v, _state_copy(model), epoch, (m, z, y)
+            best, best_state, best_epoch, best_val = v, state_copy(model), epoch, (m, z, y)
             if checkpoint is not None: _save_best(checkpoint, model, epoch, metric, v, label_key, class_names)
         row = {"loss": total / max(n, 1), "lr": lr_now, **logged_names(m, "val", metric),
                f"val/best_{short}": best if best_state is not None else float("nan")}

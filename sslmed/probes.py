@@ -24,9 +24,9 @@ from .metrics import check_labels_int
 from .features import *
 
 # %% auto #0
-__all__ = ['EmptySplitError', 'label_subset', 'val_split', 'fit_early_stopping', 'CoralLinear', 'n_outputs', 'Standardize',
-           'probe_head', 'norm_affine', 'prior_logits', 'task_labels', 'Split', 'count_classes', 'ProbeResult',
-           'finish_probe', 'linear_probe', 'knn_scores', 'knn_eval']
+__all__ = ['EmptySplitError', 'label_subset', 'val_split', 'state_copy', 'fit_early_stopping', 'CoralLinear', 'n_outputs',
+           'Standardize', 'probe_head', 'norm_affine', 'prior_logits', 'task_labels', 'Split', 'count_classes',
+           'ProbeResult', 'finish_probe', 'linear_probe', 'knn_scores', 'knn_eval']
 
 # %% ../nbs/24_probes.ipynb #600e7b34
 class EmptySplitError(ValueError):
@@ -69,7 +69,9 @@ def val_split(labels, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray,
     return np.setdiff1d(np.arange(len(y)), val), val
 
 # %% ../nbs/24_probes.ipynb #deccdb38
-def _state_copy(model: nn.Module) -> dict: return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def state_copy(model: nn.Module) -> dict:
+    "A detached copy of `model`'s state dict (the weights of the best epoch so far)."
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 def fit_early_stopping(model: nn.Module, train_epoch: Callable[[], float], val_loss: Callable[[], float] | None,
                        max_epochs: int, patience: int, min_delta: float = 1e-4, desc: str = "training",
@@ -86,7 +88,7 @@ def fit_early_stopping(model: nn.Module, train_epoch: Callable[[], float], val_l
             raise FloatingPointError(f"{desc} diverged at epoch {epoch}: train loss {tl}, validation loss {vl} (lower the learning rate?)")
         if val_loss is None: continue
         wait = 0 if vl < best - min_delta else wait + 1  # patience counts epochs without a real improvement
-        if vl < best: best, best_state, best_epoch = vl, _state_copy(model), epoch
+        if vl < best: best, best_state, best_epoch = vl, state_copy(model), epoch
         if wait >= patience: break
     if best_state is not None: model.load_state_dict(best_state)
     model.eval()

@@ -74,7 +74,7 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "num_workers": _at_least(0),
     "device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, mps, cuda or cuda:N"),
 }
-_BY_TYPE = ("data", "method_kw", "encoder_kw", "compile", "swa", "resume", "overwrite", "progress", "wandb")  # any value of the type
+_BY_TYPE = ("data", "method_kw", "encoder_kw", "compile", "swa", "resume", "overwrite", "progress", "wandb", "decay_1d")  # any value of the type
 
 def _type_ok(v, tp) -> bool:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -122,6 +122,7 @@ class TrainConfig:
     optimizer: str = "adamw"            # adamw | lars | sgd
     lr: float = 5e-4                    # > 0
     weight_decay: float = 0.05          # >= 0
+    decay_1d: bool = False              # also decay biases and norm weights (one AdamW group, as the LeJEPA guide)
     momentum: float = 0.9               # [0, 1): SGD and LARS
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # two in [0, 1): AdamW
     warmup_steps: int = 0               # >= 0
@@ -228,18 +229,18 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-g["lr"])
         return loss
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    "Two groups: weights with decay; biases, norm weights and other 1-D parameters without (and without LARS)."
+def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool = False) -> list[dict]:
+    "Two groups: weights with decay; biases, norm weights and other 1-D parameters without (unless `decay_1d`) and without LARS."
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if not p.requires_grad: continue
         (no_decay if p.ndim <= 1 or n.endswith(".bias") else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay),
-            dict(params=no_decay, weight_decay=0.0, lars=False)]
+            dict(params=no_decay, weight_decay=weight_decay if decay_1d else 0.0, lars=False)]
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser named by `cfg.optimizer` over `model`'s trainable parameters."
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_1d)
     if cfg.optimizer == "lars": return LARS(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
     for g in groups: g.pop("lars", None)
     if cfg.optimizer == "sgd": return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)

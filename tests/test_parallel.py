@@ -1,4 +1,4 @@
-"""Grids trained in several processes give the same rows as in one (`sslmed.protocols.run_grid(jobs=...)`)."""
+"""Grids trained in several processes give the same rows as in one (`sslmed.protocols.run_grid(jobs=...)`); the module entry points dispatch."""
 import shutil
 from pathlib import Path
 import pandas as pd
@@ -25,3 +25,13 @@ def test_grid_in_two_processes_equals_one(tmp_path, monkeypatch):
     cols = ["auroc", "accuracy", "f1"]
     pd.testing.assert_frame_equal(one[cols].reset_index(drop=True), two[cols].reset_index(drop=True), atol=1e-6, rtol=0)
     assert all(Path(r).is_relative_to(tmp_path / "b") for r in two.run)                      # each root trained its own
+
+def test_module_entry_points_dispatch(tmp_path):
+    "`python -m sslmed.cli` and `python -m sslmed` are the `sslmed` command: usage without arguments, never a paper run."
+    import subprocess, sys
+    for mod in ("sslmed.cli", "sslmed"):
+        r = subprocess.run([sys.executable, "-m", mod], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stdout.startswith("usage: sslmed <command>"), (mod, r.stdout[-300:], r.stderr[-300:])
+        assert "status  time(s)" not in r.stdout  # the summary table a paper run prints
+    r = subprocess.run([sys.executable, "-m", "sslmed", "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "main_results" in r.stdout.split()
