@@ -25,7 +25,7 @@ from ..data.core import (DataError, Quarantine, ReaderDataset, require_root, req
                               check_unique, check_int_label, read_image, to_tensor_image)
 from ..phantoms import Phantom, check_int, draw_curve, draw_curves, heading, smooth_noise, taper_profile, tubes, label_tensor, stack_labels, unit_vector
 from ..views import *
-from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
+from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to, Fixed
 from ..data.core import cache_root
 
 # %% auto #0
@@ -623,7 +623,8 @@ def epochs_to_steps(epochs: float, n: int = EYEPACS_TRAIN_IMAGES, batch: int = 2
     return math.ceil(epochs * n / (batch * accum))
 
 SEED_KEYS = {"BATCH_SIZE": "batch_size", "TOTAL_DS_EPOCHS": ("steps", epochs_to_steps), "LR": "lr",
-             "WEIGHT_DECAY": "weight_decay", "EMBEDDING_DIM": "method_kw.expander", "NUM_CLASSES": None}
+             "WEIGHT_DECAY": "weight_decay", "EMBEDDING_DIM": "method_kw.expander",
+             "NUM_CLASSES": Fixed(5, "the five DR grades of the domain's grade task")}
 
 # %% ../../nbs/domains/13_fundus.ipynb #6a3076d7
 DOMAIN = register_domain(Domain(
