@@ -216,6 +216,11 @@ def grid_cell(domain: str, method: str, seed: int = 0, profile: str = "smoke", o
 def run_cells(cells, profile: str = "smoke", root=None, jobs: int | None = None, **common) -> pd.DataFrame:
     "`grid_cell` for every mapping in `cells` (with `common` arguments), `jobs` at a time; all their rows, in order."
     kws = [{"profile": profile, "root": str(root) if root else None, **common, **c} for c in cells]
+    runs = {json.dumps([k["domain"], k["method"], k.get("seed", 0), as_overrides(k.get("overrides", ()))]): k for k in kws}
+    # each distinct run trains once, side by side, before its cells are evaluated: cells sharing a run (label fractions,
+    # probes) would otherwise wait on one another's lock and leave cores idle
+    parallel_map(pretrain, [dict(domain=d, method=m, seed=s, overrides=o, profile=profile, root=k["root"])
+                            for (d, m, s, o), k in ((json.loads(key), k) for key, k in runs.items())], jobs)
     return pd.concat(parallel_map(grid_cell, kws, jobs), ignore_index=True)
 
 def run_grid(domains, methods, seeds=(0,), profile: str = "smoke", overrides=(), per_run=None, root=None,
