@@ -44,8 +44,10 @@ def compare_with(fresh, committed, partial: bool = False) -> int:
     from sslmed.intervals import compare_tables
     res = compare_tables(fresh, committed)
     if partial: res = res[res.reason != "table only in committed"]  # --only: the other notebooks' tables were not rerun
-    info = res.reason == "changed (no interval)"  # a per-seed number has no interval of its own to move beyond
-    if info.any(): print(f"{int(info.sum())} cell(s) without an interval changed (listed, not judged):\n{res[info].to_string()}\n")
+    # a per-seed number has no interval of its own, and 'mean ± sd' is a spread over seeds, not a confidence interval:
+    # both are listed; only 95% intervals (T1_intervals, 'm [lo, hi]' cells) and missing rows are judged
+    info = (res.reason == "changed (no interval)") | ((res.reason == "outside interval") & res.committed.astype(str).str.contains("±"))
+    if info.any(): print(f"{int(info.sum())} cell(s) without a confidence interval changed (listed, not judged):\n{res[info].to_string()}\n")
     moved = res[~info]
     print(moved.to_string() if len(moved) else "no cell moved beyond its interval")
     return 3 if len(moved) else 0
