@@ -115,22 +115,30 @@ def finetune_loss(model: nn.Module, x: Tensor, y: Tensor, task: str, regularizer
     loss = task_loss(logits, y, task)
     return loss if regularizer is None else loss + regularizer(model, logits)
 
+def _setup(backbone, head, train_data, val_data, task, needs, lr, weight_decay, layer_decay, epochs, batch_size, seed,
+           num_workers, device, freeze_backbone=False):
+    "The model, AdamW (+ layer decay), cosine schedule, shuffled loader and device every fine-tuning loop starts from."
+    check_task(task)
+    if len(train_data) == 0: raise ValueError("the training set is empty")
+    if val_data is None or len(val_data) == 0: raise ValueError(f"the validation set is empty: {needs} needs one")
+    torch.manual_seed(seed)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = Classifier(backbone, head).to(device)
+    if freeze_backbone: model.backbone.requires_grad_(False)
+    opt = torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_items,
+                        generator=torch.Generator().manual_seed(seed), drop_last=len(train_data) > batch_size)
+    return model, opt, sched, loader, device
+
 def finetune(backbone: nn.Module, head: nn.Module, train_data, val_data, task: str = "multiclass", *,
              label_key: str | None = None, epochs: int = 20, lr: float = 1e-4, weight_decay: float = 0.05,
              layer_decay: float | None = None, batch_size: int = 32, patience: int = 5,
              regularizer: Callable | None = None, device=None, seed: int = 0, num_workers: int = 0,
              grad_clip: float | None = 1.0, progress: bool = True, augment: Callable | None = None) -> FinetuneResult:
     "Fine-tune `Classifier(backbone, head)` end to end with AdamW (+ layer-wise lr decay), cosine schedule and early stopping."
-    check_task(task)
-    if len(train_data) == 0: raise ValueError("the training set is empty")
-    if val_data is None or len(val_data) == 0: raise ValueError("the validation set is empty: early stopping needs one")
-    torch.manual_seed(seed)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Classifier(backbone, head).to(device)
-    opt = torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_items,
-                        generator=torch.Generator().manual_seed(seed), drop_last=len(train_data) > batch_size)
+    model, opt, sched, loader, device = _setup(backbone, head, train_data, val_data, task, "early stopping", lr, weight_decay,
+                                               layer_decay, epochs, batch_size, seed, num_workers, device)
     g = torch.Generator().manual_seed(seed)  # augmentations draw from their own generator: without them nothing changes
     def epoch():
         total, n = 0.0, 0
@@ -226,17 +234,8 @@ def finetune_monitored(backbone: nn.Module, head: nn.Module, train_data, val_dat
                        log: Callable | None = None, checkpoint=None, device=None, seed: int = 0, num_workers: int = 0,
                        grad_clip: float | None = 1.0, progress: bool = True) -> MonitoredFinetune:
     "Fine-tune `Classifier(backbone, head)`, keeping the epoch of best validation `metric`; log each epoch, checkpoint the best, score `test_data`."
-    check_task(task)
-    if len(train_data) == 0: raise ValueError("the training set is empty")
-    if val_data is None or len(val_data) == 0: raise ValueError("the validation set is empty: model selection needs one")
-    torch.manual_seed(seed)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Classifier(backbone, head).to(device)
-    if freeze_backbone: model.backbone.requires_grad_(False)
-    opt = torch.optim.AdamW(param_groups(model, lr, weight_decay, layer_decay), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, num_workers=num_workers, collate_fn=collate_items,
-                        generator=torch.Generator().manual_seed(seed), drop_last=len(train_data) > batch_size)
+    model, opt, sched, loader, device = _setup(backbone, head, train_data, val_data, task, "model selection", lr, weight_decay,
+                                               layer_decay, epochs, batch_size, seed, num_workers, device, freeze_backbone)
     score = lambda data: (lambda z, y: (classification_metrics(y.numpy(), task_probs(z, task).numpy(), task,
                                                                class_names=class_names), z, y))(
         *predict_logits(model, data, label_key, batch_size, device, num_workers))
