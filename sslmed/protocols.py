@@ -62,13 +62,20 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
 
 # %% ../nbs/30_protocols.ipynb #9a8304f4
 class Preprocessed(nn.Module):
-    "An encoder behind its domain's deterministic evaluation transform (CT window, fundus preprocessing, resize)."
+    """An encoder behind its domain's deterministic evaluation transform (CT window, fundus preprocessing, resize); a transform
+    with `groups` = k (k CT windows as channels) gets each group embedded on its own, the k embeddings concatenated."""
     def __init__(self, encoder: nn.Module, transform):
         super().__init__()
         self.encoder, self.transform = encoder, transform
-        self.embed_dim = encoder.embed_dim
+        self.groups = int(getattr(transform, "groups", 1))
+        self.embed_dim = encoder.embed_dim * self.groups
 
-    def forward(self, x): return self.encoder(self.transform(x))
+    def forward(self, x):
+        x = self.transform(x)
+        if self.groups == 1: return self.encoder(x)
+        B, C = x.shape[:2]
+        if C % self.groups: raise ValueError(f"the evaluation transform gave {C} channels, not a multiple of its {self.groups} groups")
+        return self.encoder(x.reshape(B * self.groups, C // self.groups, *x.shape[2:])).reshape(B, -1)
 
 def run_device(cfg: TrainConfig, device=None) -> torch.device:
     "The device a run is evaluated on: `device` if given, else the run's own (`auto`: CUDA when present)."
@@ -130,8 +137,11 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     cache = root / "runs" / "features" / profile
     kw, code = dict(batch_size=64, cache_dir=cache, progress=False, device=run_device(cfg, device)), code_digest(root)
-    return (extract_features(model, train, key=f"{cfg.domain}-train-s{seed}-{code}", split="train", **kw),
-            extract_features(model, test, key=f"{cfg.domain}-test-s{seed}-{code}", split="test", **kw))
+    # the weights alone do not name the features: the recipe's data settings and views (the eval transform) do too
+    spec = json.dumps([_data_kw(cfg.domain, profile, root), dom.sizes(profile), views_kw], sort_keys=True, default=str)
+    tag = f"{code}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+    return (extract_features(model, train, key=f"{cfg.domain}-train-s{seed}-{tag}", split="train", **kw),
+            extract_features(model, test, key=f"{cfg.domain}-test-s{seed}-{tag}", split="test", **kw))
 
 _KEEP = ("auroc", "accuracy", "f1", "kappa")
 
@@ -370,6 +380,7 @@ from fastcore.basics import patch
 def feature_map(self: Preprocessed, x):
     "The encoder's last feature map (B, C, *grid) of the transformed input: what a CAM head reads."
     from sslmed.finetune import feature_map
+    if self.groups > 1: raise ValueError(f"a feature map needs one embedding per input; this transform gives {self.groups} (one per window)")
     return feature_map(self.encoder, self.transform(x))
 
 # %% ../nbs/30_protocols.ipynb #f41d696d

@@ -25,3 +25,18 @@ def test_pretrain_is_cached_and_evaluate_scores_every_label(tmp_path, monkeypatc
     assert P.pretrain("ecg", "lejepa", "smoke", seed=0, overrides=over, root=tmp_path) != run  # new code: new run
     P.embed(run, "smoke", seed=0, root=tmp_path)
     assert len(list((tmp_path / "runs/features/smoke").glob("*.pt"))) > n_features  # ... and new features
+
+def test_features_follow_the_recipe_data_not_only_the_weights(tmp_path, monkeypatch):
+    "A random-init run has the same weights whatever the recipe's data: changing the phantom must not reuse its features."
+    import torch, yaml
+    (tmp_path / "nbs" / "experiments").mkdir(parents=True); (tmp_path / "pyproject.toml").write_text("")
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    monkeypatch.setitem(get_domain("neuro").eval_sizes, "smoke", dict(train=8, test=4))
+    run = P.pretrain("neuro", "random", "smoke", seed=0, overrides={"encoder_kw.depth": 1}, root=tmp_path)
+    before = P.embed(run, "smoke", seed=0, root=tmp_path)[1].x
+    path = tmp_path / "recipes/smoke/neuro.yaml"
+    rec = yaml.safe_load(path.read_text()); rec["data"]["lesion_scale"] = 1.5   # larger findings, same weights
+    path.write_text(yaml.safe_dump(rec))
+    after = P.embed(run, "smoke", seed=0, root=tmp_path)[1].x
+    assert before.shape == after.shape and not torch.allclose(before, after), "stale features from the old phantom"
+    assert torch.equal(P.embed(run, "smoke", seed=0, root=tmp_path)[1].x, after)   # and the new ones are cached

@@ -86,16 +86,18 @@ class NeuroPhantom(Phantom):
     label_names = {"findings": NEURO_FINDINGS, "haemorrhage_type": HAEMORRHAGE_TYPES}
 
     def __init__(self, n: int, seed: int = 0, size: int = 64, n_series: int = 3, modality: str = "ct",
-                 prevalence: float = 0.4):
+                 prevalence: float = 0.4, lesion_scale: float = 1.0):
         super().__init__(n, seed)
         self.size, self.n_series = check_int(size, "size", low=16), check_int(n_series, "n_series", low=1)
         if modality not in ("ct", "mri"): raise ValueError(f"modality must be 'ct' or 'mri', got {modality!r}")
         if not 0 <= prevalence <= 1: raise ValueError(f"prevalence must be in [0, 1], got {prevalence}")
-        self.modality, self.prevalence = modality, float(prevalence)
+        if not 0 < lesion_scale <= 2: raise ValueError(f"lesion_scale must be in (0, 2], got {lesion_scale}")
+        self.modality, self.prevalence, self.lesion_scale = modality, float(prevalence), float(lesion_scale)
         self.voxel = 2 / self.size
         self._axis = (np.arange(self.size) + 0.5) * self.voxel - 1  # voxel centres in [-1, 1]
 
-    def _extra_repr(self): return f", size={self.size}, n_series={self.n_series}, modality={self.modality!r}"
+    def _extra_repr(self):
+        return f", size={self.size}, n_series={self.n_series}, modality={self.modality!r}" + (f", lesion_scale={self.lesion_scale}" if self.lesion_scale != 1 else "")
 
     def __len__(self) -> int: return self.n * self.n_series
 
@@ -158,20 +160,21 @@ def _plan(self: NeuroPhantom, rng, lab) -> dict:
     p["hu"]["calcium"] = rng.uniform(150, 400)
     brain_axes = p["axes"] - p["scalp"] - p["skull"] - p["csf"]
     p["brain_axes"] = brain_axes
+    k = self.lesion_scale  # every finding's size (the draws stay the same, so k = 1 is the published phantom)
     if lab["mass"]:
-        c, r = _on_sphere(rng) * rng.uniform(0.2, 0.55) * brain_axes, rng.uniform(0.12, 0.25)
+        c, r = _on_sphere(rng) * rng.uniform(0.2, 0.55) * brain_axes, k * rng.uniform(0.12, 0.25)
         p["mass"] = dict(c=c, r=r * rng.uniform(0.8, 1.2, 3), oedema=rng.uniform(1.5, 2.1), hu=rng.uniform(30, 55),
                          necrotic=rng.random() < 0.4, wobble=rng.standard_normal((1, 1, 4, 4, 4), dtype=np.float32))
         p["warps"].append((c, 0.5 * r, 1.8 * r))
         p["focus_z"] = c[0]
     if lab["haemorrhage"] and lab["haemorrhage_type"] == 0:
-        c, r = _on_sphere(rng) * rng.uniform(0.15, 0.6) * brain_axes, rng.uniform(0.12, 0.25) * rng.uniform(0.7, 1.3, 3)
+        c, r = _on_sphere(rng) * rng.uniform(0.15, 0.6) * brain_axes, k * rng.uniform(0.12, 0.25) * rng.uniform(0.7, 1.3, 3)
         p["iph"] = dict(c=c, r=r, hu=rng.uniform(60, 85))
         p["warps"].append((c, 0.3 * r.mean(), 1.8 * r.mean()))
         p["focus_z"] = c[0]
     elif lab["haemorrhage"]:
         u, subdural = _on_sphere(rng, -0.3), lab["haemorrhage_type"] == 1
-        p["extra"] = dict(u=u, thick=rng.uniform(0.12, 0.25), spread=rng.uniform(0.5, 0.9), lens=not subdural,
+        p["extra"] = dict(u=u, thick=k * rng.uniform(0.12, 0.25), spread=rng.uniform(0.5, 0.9), lens=not subdural,
                           hu=rng.uniform(50, 75) if subdural else rng.uniform(60, 85))
         p["warps"].append((u * brain_axes, p["extra"]["thick"], 0.4 * p["extra"]["spread"]))
         p["focus_z"] = 0.8 * u[0] * brain_axes[0]
@@ -182,9 +185,9 @@ def _plan(self: NeuroPhantom, rng, lab) -> dict:
         has = rng.random(3) < (0.7, 0.7, 0.5)  # scalp haematoma, depressed fragment, intracranial air
         has[1] |= not has.any()  # every fracture shows at least one sign visible at 5 mm voxels
         fr = p["fracture"] = dict(c=c, u=u, t1=t1, n=np.cross(u, t1), width=max(0.02, 0.9 * self.voxel),
-                                  length=rng.uniform(0.2, 0.5), swelling=rng.uniform(0.1, 0.2) if has[0] else 0.0,
-                                  depressed=(rng.uniform(0.12, 0.25), rng.uniform(1.0, 2.0) * p["skull"]) if has[1] else None,
-                                  air=[(unit_vector(u + rng.normal(0, 0.12, 3)), rng.uniform(0.04, 0.07))
+                                  length=k * rng.uniform(0.2, 0.5), swelling=k * rng.uniform(0.1, 0.2) if has[0] else 0.0,
+                                  depressed=(k * rng.uniform(0.12, 0.25), rng.uniform(1.0, 2.0) * p["skull"]) if has[1] else None,
+                                  air=[(unit_vector(u + rng.normal(0, 0.12, 3)), k * rng.uniform(0.04, 0.07))
                                        for _ in range(rng.integers(1, 4))] if has[2] else [])
         if fr["depressed"]: p["warps"].append((u * brain_axes, fr["depressed"][1], 1.5 * fr["depressed"][0]))
         if not (lab["mass"] or lab["haemorrhage"]): p["focus_z"] = c[0]
@@ -952,10 +955,19 @@ def volume_views(size=64, local_size=None, n_global: int = 2, n_local: int = 0,
 
 # %% ../../nbs/domains/14_neuro.ipynb #4038b300
 def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, **_):
-    "The deterministic evaluation transform of volumes: the first CT window of the views (or a clamp to [0, 1]), standardised with its `norm_stats`, then a resize."
-    win, resize = (CTWindow([windows[0]]) if windows else (lambda x: x.clamp(0, 1))), resize_to(size, "trilinear")
-    if norm_stats: m, s = (float(v) for v in norm_stats[windows[0]])
-    return (lambda x: resize((win(x) - m) / s)) if norm_stats else (lambda x: resize(win(x)))
+    """The deterministic evaluation transform of volumes: each distinct CT window of the views (one channel each, standardised
+    with its `norm_stats`; `windows=None`: a clamp to [0, 1]), then a resize; its `groups` is the number of windows."""
+    names, resize = list(dict.fromkeys(windows or ())), resize_to(size, "trilinear")
+    if norm_stats is not None and names: _check_stats(norm_stats, names)
+    def one(x, w):
+        v = CTWindow([w])(x)
+        if norm_stats is None: return v
+        m, s = (float(t) for t in norm_stats[w])
+        return (v - m) / s
+    tf = (lambda x: resize(torch.cat([one(x, w) for w in names], -4))) if names else (lambda x: resize(x.clamp(0, 1)))
+    tf.groups = max(1, len(names))
+    return tf
+
 
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
 def _one_of(mapping: dict, key: str) -> Callable:
