@@ -85,10 +85,21 @@ def run_device(cfg: TrainConfig, device=None) -> torch.device:
 
 _VOLATILE_KEYS = ("out_dir", "progress", "resume", "overwrite")
 
+def _canonical(d: dict) -> dict:
+    "A config (as a dict) less the keys that do not change the result and the `method_kw` equal to the method's own defaults."
+    import inspect
+    from sslmed.methods import METHODS
+    out = {k: v for k, v in d.items() if k not in _VOLATILE_KEYS}
+    cls = METHODS.get(out.get("method"))
+    if cls is not None:  # t_max=3.0 spelt out is the run that leaves it out (a design sweep's own value reuses the main run)
+        same = lambda a, b: json.dumps(a, default=str) == json.dumps(b, default=str)
+        params = inspect.signature(cls.__init__).parameters
+        out["method_kw"] = {k: v for k, v in (out.get("method_kw") or {}).items() if not (k in params and same(params[k].default, v))}
+    return out
+
 def config_key(cfg: TrainConfig) -> str:
-    "A short hash of everything in a config that changes the result (not the output folder or the progress bar)."
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _VOLATILE_KEYS}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    "A short hash of everything in a config that changes the result (not the output folder, the progress bar, or a method default spelt out)."
+    return hashlib.sha1(json.dumps(_canonical(dataclasses.asdict(cfg)), sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 def code_digest(root=None) -> str:
     "A short hash of the library's source: runs and features are reused only if the code that made them is unchanged."
@@ -97,8 +108,7 @@ def code_digest(root=None) -> str:
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     "Whether a saved config is `cfg`, up to the keys that do not change the result."
-    strip = lambda d: {k: v for k, v in d.items() if k not in _VOLATILE_KEYS}
-    return strip(saved) == strip(dataclasses.asdict(cfg))
+    return json.dumps(_canonical(saved), sort_keys=True, default=str) == json.dumps(_canonical(dataclasses.asdict(cfg)), sort_keys=True, default=str)
 
 def as_overrides(overrides) -> list[str]:
     "Config overrides as `key=value` strings, from such a list or from a mapping (papermill parameters hold mappings)."
