@@ -75,11 +75,13 @@ def files_digest(files, root, extra: str = "") -> str:
     h.update(extra.encode())
     return h.hexdigest()
 
-def git_info(root=None) -> dict:
-    "Commit sha and dirty flag of the checkout (None when git is unavailable)."
+def git_info(root=None, outputs=("figures",)) -> dict:
+    "Commit sha and dirty flag of the checkout (None when git is unavailable); changes under `outputs` (what a run writes) do not count."
     def git(*a):
         return subprocess.run(["git", *a], cwd=root or Path.cwd(), capture_output=True, text=True, check=True).stdout.strip()
-    try: return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    # rerunning a committed paper rewrites its own figures: that must not mark the sources that made them as dirty
+    skip = [f":(top,exclude){o}" for o in outputs]
+    try: return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *skip))}
     except (OSError, subprocess.CalledProcessError): return {"sha": None, "dirty": None}
 
 _VERSIONED = ("sslmed", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib",
