@@ -97,9 +97,11 @@ def _canonical(d: dict) -> dict:
         out["method_kw"] = {k: v for k, v in (out.get("method_kw") or {}).items() if not (k in params and same(params[k].default, v))}
     return out
 
+def _canonical_json(d: dict) -> str: return json.dumps(_canonical(d), sort_keys=True, default=str)
+
 def config_key(cfg: TrainConfig) -> str:
     "A short hash of everything in a config that changes the result (not the output folder, the progress bar, or a method default spelt out)."
-    return hashlib.sha1(json.dumps(_canonical(dataclasses.asdict(cfg)), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return hashlib.sha1(_canonical_json(dataclasses.asdict(cfg)).encode()).hexdigest()[:10]
 
 def code_digest(root=None) -> str:
     "A short hash of the library's source: runs and features are reused only if the code that made them is unchanged."
@@ -108,7 +110,7 @@ def code_digest(root=None) -> str:
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     "Whether a saved config is `cfg`, up to the keys that do not change the result."
-    return json.dumps(_canonical(saved), sort_keys=True, default=str) == json.dumps(_canonical(dataclasses.asdict(cfg)), sort_keys=True, default=str)
+    return _canonical_json(saved) == _canonical_json(dataclasses.asdict(cfg))
 
 def as_overrides(overrides) -> list[str]:
     "Config overrides as `key=value` strings, from such a list or from a mapping (papermill parameters hold mappings)."
