@@ -48,7 +48,11 @@ def compare_with(fresh, committed, partial: bool = False) -> int:
     # both are listed; only 95% intervals (T1_intervals, 'm [lo, hi]' cells) and missing rows are judged
     info = (res.reason == "changed (no interval)") | ((res.reason == "outside interval") & res.committed.astype(str).str.contains("±"))
     if info.any(): print(f"{int(info.sum())} cell(s) without a confidence interval changed (listed, not judged):\n{res[info].to_string()}\n")
-    moved = res[~info]
+    # a verdict compares two intervals' bounds: with both cells inside their intervals it can still flip at the edge
+    verdict = res.reason == "verdict changed"
+    if verdict.any(): print(f"{int(verdict.sum())} verdict(s) changed (listed, not judged: each is derived from two intervals, "
+                            f"whose cells are judged on their own):\n{res[verdict].to_string()}\n")
+    moved = res[~info & ~verdict]
     print(moved.to_string() if len(moved) else "no cell moved beyond its interval")
     return 3 if len(moved) else 0
 

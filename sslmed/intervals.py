@@ -15,9 +15,9 @@ from .domain import get_domain
 from .metrics import auroc, classification_metrics, check_scores
 
 # %% auto #0
-__all__ = ['CELL', 'FLOAT_KEYS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval', 'cell_intervals',
-           'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide', 'verdict_wide', 'parse_cell',
-           'key_columns', 'compare_frames', 'read_table', 'compare_tables']
+__all__ = ['CELL', 'FLOAT_KEYS', 'VERDICTS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval',
+           'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide', 'verdict_wide',
+           'parse_cell', 'is_verdict', 'key_columns', 'compare_frames', 'read_table', 'compare_tables']
 
 # %% ../nbs/29_intervals.ipynb #dd1a7afb
 def score_fn(metric: str, task: str):
@@ -137,6 +137,7 @@ _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan"
 _CELL_RE = re.compile(rf"^\s*({_NUM})\s*(?:±\s*({_NUM})|\[\s*({_NUM})\s*,\s*({_NUM})\s*\])?\s*$")
 FLOAT_KEYS = ("label_fraction",)
 _INTERVAL_COLS = ("mean", "lo", "hi")
+VERDICTS = ("beats", "overlaps", "below", "no baseline")
 
 def parse_cell(v):
     "(value, lo, hi) of a cell: a number (no interval: lo = hi = None), 'm ± h' or 'm [lo, hi]'; None if not numeric."
@@ -149,12 +150,16 @@ def parse_cell(v):
     return float(x), None, None
 
 # %% ../nbs/29_intervals.ipynb #b51e452e
+def is_verdict(s: pd.Series) -> bool:
+    "Whether a column holds verdicts of `verdicts` (a value derived from two intervals, not a row's name)."
+    return len(s) > 0 and set(s.astype(str)) <= set(VERDICTS)
+
 def key_columns(df: pd.DataFrame) -> list[str]:
     "Columns that name a row: text that is not a number or interval, integers, and `FLOAT_KEYS`."
     keys = []
     for c in df.columns:
         s = df[c].dropna()
-        if c in _INTERVAL_COLS: continue
+        if c in _INTERVAL_COLS or is_verdict(s): continue
         if c in FLOAT_KEYS or pd.api.types.is_integer_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]): keys.append(c)
         elif not pd.api.types.is_numeric_dtype(df[c]) and not all(parse_cell(v) is not None for v in s): keys.append(c)
     return keys
@@ -165,7 +170,8 @@ def _moved(table, key, col, c, f, atol) -> dict | None:
     pc, pf = parse_cell(c), parse_cell(f)
     row = dict(table=table, row=key, column=col, committed=c, fresh=f)
     if pc is None or pf is None:
-        return None if str(c) == str(f) else {**row, "reason": "changed (not numeric)"}
+        if str(c) == str(f): return None
+        return {**row, "reason": "verdict changed" if {str(c), str(f)} <= set(VERDICTS) else "changed (not numeric)"}
     (vc, lo, hi), (vf, flo, fhi) = pc, pf
     if lo is None and flo is not None: lo, hi = flo, fhi  # only the fresh cell carries an interval: judge by it
     if math.isnan(vc) or math.isnan(vf): return None if math.isnan(vc) and math.isnan(vf) else {**row, "reason": "became NaN" if math.isnan(vf) else "was NaN"}
@@ -179,7 +185,7 @@ def compare_frames(name: str, fresh: pd.DataFrame, committed: pd.DataFrame, atol
     keys = key_columns(committed)
     if set(_INTERVAL_COLS) <= set(committed.columns):
         committed = committed.assign(mean=[fmt_interval(m, l, h, 12) for m, l, h in zip(committed["mean"], committed.lo, committed.hi)])
-        values = ["mean"]
+        values = ["mean"] + [c for c in committed.columns if is_verdict(committed[c].dropna()) and c in fresh.columns]
     else: values = [c for c in committed.columns if c not in keys and c in fresh.columns]
     ck = lambda df: [" | ".join(f"{k}={r[k]}" for k in keys) for _, r in df.iterrows()]
     c_rows = dict(zip(ck(committed), committed.to_dict("records")))
