@@ -1,4 +1,4 @@
-"""T1 intervals (sslmed.intervals): coverage of the combined interval, the probe round trip, compare_tables on the committed smoke tables."""
+"""T1 intervals (sslmed.intervals): coverage of the combined interval, the probe round trip, compare_tables on the committed smoke and demo tables."""
 import math, shutil
 from pathlib import Path
 import numpy as np
@@ -94,3 +94,25 @@ def test_interval_table_moves_are_judged_by_the_committed_interval(tmp_path):
     res = compare_tables(tmp_path / "f", tmp_path / "c")
     assert list(res.reason) == ["outside interval"] and "method=lejepa" in res.row[0]
     assert abs(res.hi[0] - t.hi[0]) < 1e-9
+
+DEMO = Path(project_root()) / "figures" / "demo" / "tables"
+
+def test_verdict_flip_on_committed_demo_tables(tmp_path):
+    "The avx2 rerun's one flip (supervised, neuro: beats -> overlaps) is one 'verdict changed' cell, not a row missing on each side."
+    assert compare_tables(DEMO, DEMO).empty
+    fresh = tmp_path / "fresh"; shutil.copytree(DEMO, fresh)
+    v = pd.read_csv(fresh / "T1_vs_random.csv")
+    assert v.loc[v.method == "supervised", "neuro / findings"].item() == "beats"
+    v.loc[v.method == "supervised", "neuro / findings"] = "overlaps"; v.to_csv(fresh / "T1_vs_random.csv", index=False)
+    res = compare_tables(fresh, DEMO)
+    assert list(zip(res.table, res.row, res.column, res.reason)) == [
+        ("T1_vs_random", "method=supervised", "neuro / findings", "verdict changed")], res
+
+def test_verdict_in_a_long_interval_table(tmp_path):
+    "In a long table of `verdicts` the verdict is compared as a value: a flip is listed, the row is still matched."
+    t = verdicts(cell_intervals(synthetic_predictions("angio", "stenosis", methods={"random": 0.0, "lejepa": 1.5}), n_boot=50))
+    (tmp_path / "c").mkdir(); (tmp_path / "f").mkdir()
+    t.to_csv(tmp_path / "c" / "V.csv", index=False)
+    t.assign(verdict="overlaps").to_csv(tmp_path / "f" / "V.csv", index=False)
+    res = compare_tables(tmp_path / "f", tmp_path / "c")
+    assert list(res.reason) == ["verdict changed"] and "method=lejepa" in res.row[0] and res.committed[0] == "beats"
