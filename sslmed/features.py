@@ -98,14 +98,17 @@ def _cat(parts):
 # %% ../nbs/23_features.ipynb #68e5aba7
 @dataclass
 class Features:
-    "Embeddings `x` (N, D) and the labels of the same N samples (a dict of tensors or lists)."
+    "Embeddings `x` (N, D) and the labels of the same N samples; each row concatenates `groups` encoder embeddings (CT windows)."
     x: Tensor
     labels: dict = field(default_factory=dict)
+    groups: int = 1
 
     def __post_init__(self):
         if not isinstance(self.x, Tensor) or self.x.ndim != 2: raise ValueError(f"Features.x must be a (N, D) tensor, got {getattr(self.x, 'shape', type(self.x))}")
         for k, v in self.labels.items():
             if len(v) != len(self.x): raise ValueError(f"label {k!r} has {len(v)} values for {len(self.x)} embeddings")
+        if self.groups < 1 or self.x.shape[1] % self.groups:
+            raise ValueError(f"Features.x has {self.x.shape[1]} columns, not a whole number of {self.groups} groups")
 
     def __len__(self): return len(self.x)
 
@@ -122,7 +125,11 @@ class Features:
         idx = torch.as_tensor(as_numpy(idx, "idx"))
         if idx.dtype == torch.bool: idx = torch.nonzero(idx)[:, 0]
         pick = lambda v: v[idx] if isinstance(v, Tensor) else [v[i] for i in idx.tolist()]
-        return Features(self.x[idx], {k: pick(v) for k, v in self.labels.items()})
+        return Features(self.x[idx], {k: pick(v) for k, v in self.labels.items()}, self.groups)
+
+    def per_group(self) -> Tensor:
+        "The encoder's own embeddings, one row per sample and group: (N·groups, D/groups), a sample's groups adjacent."
+        return self.x.reshape(len(self.x) * self.groups, -1)
 
 # %% ../nbs/23_features.ipynb #113bf099
 def module_device(m):
@@ -135,12 +142,12 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
                      split: str = "all", num_workers: int = 0, label_keys=None, progress: bool = True) -> Features:
     "Embed `dataset` with a frozen `encoder` (x -> (B, D)) in batches; labels collected; cached on disk when `cache_dir` is set."
     if len(dataset) == 0: raise ValueError(f"dataset {type(dataset).__name__} is empty")
-    path = None
+    path, groups = None, int(getattr(encoder, "groups", 1))  # `Preprocessed` embeds each CT window on its own
     if cache_dir is not None:
         path = Path(cache_dir) / f"{checkpoint_hash(encoder)}_{_safe(key or dataset_key(dataset))}_{_safe(split)}.pt"
         if path.exists():
             d = torch.load(path, map_location="cpu", weights_only=True)
-            if len(d["x"]) == len(dataset): return Features(d["x"], d["labels"])
+            if len(d["x"]) == len(dataset): return Features(d["x"], d["labels"], groups)
             warnings.warn(f"cache {path} holds {len(d['x'])} rows for a dataset of {len(dataset)}; recomputing", RuntimeWarning)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     home = module_device(encoder)
@@ -160,7 +167,7 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
                     if label_keys is None or k in label_keys: labels.setdefault(k, []).append(v)
     finally:
         if home is not None: encoder.to(home)
-    feats = Features(torch.cat(xs), {k: _cat(v) for k, v in labels.items()})
+    feats = Features(torch.cat(xs), {k: _cat(v) for k, v in labels.items()}, groups)
     if path is not None:
         with atomic_path(path) as tmp: torch.save({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, tmp)
     return feats
