@@ -18,7 +18,8 @@ if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) =
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'finetune', 'main']
+__all__ = ['COMMANDS', 'paper', 'compare_with', 'choose_executor', 'readme', 'docs', 'experiments', 'check_data', 'train',
+           'finetune', 'main']
 
 # %% ../nbs/34_cli.ipynb #56c828b5
 @call_parse
@@ -28,9 +29,23 @@ def paper(profile: str = "smoke",  # smoke (CPU, phantoms), demo (CPU, longer) o
           procs: int = None,  # runs of a grid trained at the same time, each in its own process ($SSLMED_JOBS; default 1)
           resume: bool = False,  # skip notebooks whose inputs are unchanged since their last success
           dry_run: bool = False,  # the profile's recipes at full size for 2 steps on fixtures, into figures/<profile>-dryrun/
-          compare: str = None):  # a folder of earlier tables (copied out first): list every cell that moved beyond its interval
+          compare: str = None,  # a folder of earlier tables (copied out first): list every cell that moved beyond its interval
+          executor: str = None,  # local (process pool; one run per GPU) or slurm (every run a SLURM job); default: profiles/<profile>/executor.yaml
+          plan: bool = False,  # print every distinct run the profile launches, its cost, and its wall-clock on 1, 8 and 64 GPUs; train nothing
+          submit_driver: bool = False,  # with --executor slurm: submit this command itself as a small CPU job and return its job id
+          partition: str = None,  # SLURM partition of the jobs
+          account: str = None,  # SLURM account
+          qos: str = None,  # SLURM quality of service
+          time_min: int = None,  # time limit of each training/evaluation job, in minutes
+          gpus: int = None,  # GPUs of each training/evaluation job
+          cpus: int = None,  # CPUs of each training/evaluation job
+          gpus_per_run: int = None):  # local executor: GPUs per run (more than 1: torchrun)
     "Run the experiment notebooks through papermill into figures/<profile>/."
     import os
+    cluster = dict(executor=executor, partition=partition, account=account, qos=qos, time_min=time_min, gpus=gpus, cpus=cpus,
+                   gpus_per_run=gpus_per_run)
+    rc = choose_executor(profile, plan, submit_driver, cluster, dict(only=only, jobs=jobs, procs=procs, resume=resume, dry_run=dry_run, compare=compare))
+    if rc is not None: return rc
     if procs is not None:
         if procs < 1: print(f"--procs must be >= 1, got {procs}", file=sys.stderr); return 2
         os.environ["SSLMED_JOBS"] = str(procs)  # the notebooks' kernels inherit it
@@ -57,6 +72,29 @@ def compare_with(fresh, committed, partial: bool = False) -> int:
     return 3 if len(moved) else 0
 
 _dry_run = dry_run  # the function, under a name that the flag of the same name does not shadow
+
+# %% ../nbs/34_cli.ipynb #c1a57e01
+def _argv(flags: dict) -> list[str]:
+    "Command-line flags of `sslmed paper` from their values (None and False left out)."
+    out = []
+    for k, v in flags.items():
+        if v is None or v is False: continue
+        out += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])])
+    return out
+
+def choose_executor(profile: str, plan: bool, submit_driver: bool, cluster: dict, rest: dict) -> int | None:
+    "`sslmed paper`'s executor flags: print the plan, or submit the driver, or set the executor the notebooks inherit (None: go on)."
+    from sslmed.executors import executor_settings, use_executor, submit_driver as submit, plan as make_plan, print_plan
+    from sslmed.core import DRY_RUN
+    own = profile + DRY_RUN if rest.get("dry_run") else profile  # a dry run's jobs get the dry-run profile's (CPU) resources
+    if plan: print_plan(make_plan(own)); return 0
+    settings = executor_settings(own, **cluster)
+    use_executor(settings)
+    if not submit_driver: return None
+    if settings["executor"] != "slurm": print("--submit-driver needs --executor slurm", file=sys.stderr); return 2
+    job = submit(_argv({"profile": profile, **rest, **cluster}), profile, settings)
+    print(f"submitted the driver as SLURM job {job.job_id}; log {job.paths.stdout}")
+    return 0
 
 # %% ../nbs/34_cli.ipynb #82104fb1
 @call_parse

@@ -19,7 +19,7 @@ __all__ = ['PAPER_IDS', 'VOLATILE', 'provenance_line', 'Artifacts', 'list_experi
            'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
 
 # %% ../nbs/32_paper.ipynb #16177955
-PAPER_IDS = tuple(f"T{i}" for i in range(1, 7)) + tuple(f"F{i}" for i in range(1, 9))
+PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 9))
 VOLATILE = ("wall_time_s", "created")  # manifest fields allowed to differ between two identical runs
 
 

@@ -23,11 +23,11 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
-           'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs',
-           'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval',
-           'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
-           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset',
-           'check_data', 'fixture_writer', 'write_fixtures']
+           'as_overrides', 'run_path', 'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks',
+           'evaluate', 'default_jobs', 'parallel_map', 'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline',
+           'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds',
+           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -117,16 +117,25 @@ def as_overrides(overrides) -> list[str]:
     if isinstance(overrides, dict): return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     return list(overrides or [])
 
-def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, progress=False) -> Path:
-    "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
+def run_path(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None,
+             progress=False) -> tuple[TrainConfig, Path]:
+    "The config of a run and the folder `pretrain` trains it in: the one place a run's folder is named (the plan counts runs with it)."
     root = Path(root or project_root())
     cfg = recipe(domain, method, recipe_profile(profile), [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
     out = root / "runs" / "train" / profile / domain / f"{method}_s{seed}_{config_key(cfg)}_{code_digest(root)}"
     cfg.out_dir = str(out)
-    saved = out / "config.yaml"
+    return cfg, out
+
+def is_finished(out, cfg: TrainConfig) -> bool:
+    "Whether run folder `out` holds a finished run of `cfg` (its backbone, and its saved config equal up to volatile keys)."
+    saved = Path(out) / "config.yaml"
+    return (Path(out) / "backbone.pt").is_file() and saved.is_file() and _same_run(yaml.safe_load(saved.read_text()), cfg)
+
+def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, progress=False) -> Path:
+    "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
+    cfg, out = run_path(domain, method, profile, seed, overrides, root, progress)
     with file_lock(out.parent / f".{out.name}.lock"):  # notebooks run with --jobs may ask for the same run at once
-        if (out / "backbone.pt").is_file() and saved.is_file() and _same_run(yaml.safe_load(saved.read_text()), cfg):
-            return out
+        if is_finished(out, cfg): return out
         cfg.overwrite = out.exists()  # an unfinished run of this config (killed, or from a failed notebook): start it again
         fit(cfg)
     return out
@@ -218,6 +227,12 @@ def _call(fn_kw):
     return fn(**kw)
 
 def parallel_map(fn, kwargs_list, jobs: int | None = None) -> list:
+    "`[fn(**kw) for kw in kwargs_list]` on the executor of `sslmed paper --executor` (`$SSLMED_EXECUTOR`): SLURM jobs, or the local pool."
+    from sslmed.executors import executor_name, slurm_map, gpu_map
+    if executor_name() == "slurm": return slurm_map(fn, kwargs_list)
+    return gpu_map(fn, kwargs_list, jobs) or local_map(fn, kwargs_list, jobs)
+
+def local_map(fn, kwargs_list, jobs: int | None = None) -> list:
     "`[fn(**kw) for kw in kwargs_list]`, `jobs` (default `default_jobs()`) spawned processes at a time, sharing the cores."
     kwargs_list = list(kwargs_list)
     jobs = min(jobs or default_jobs(), len(kwargs_list))
