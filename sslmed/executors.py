@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from .core import atomic_write_json, file_lock, project_root, rehearsed_profile
+from .protocols import local_map, register_executor, run_path, is_finished
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'EXECUTOR_ENV', 'SLURM_ENV', 'GPUS_ENV', 'DEFAULTS', 'TERMINAL', 'PLANNERS', 'FLOP_KEYS', 'GPU_PEAK',
@@ -18,7 +19,7 @@ __all__ = ['EXECUTORS', 'EXECUTOR_ENV', 'SLURM_ENV', 'GPUS_ENV', 'DEFAULTS', 'TE
            'gpu_map', 'torchrun_command', 'pretrain_torchrun', 'JobFailed', 'squeue_states', 'run_folder',
            'finished_run', 'slurm_executor', 'wait_jobs', 'slurm_map', 'submit_driver', 'planned_calls',
            'distinct_runs', 'flop_key', 'count_flops', 'flops_table', 'cpu_rate', 'makespan', 'plan', 'plan_tables',
-           'print_plan']
+           'print_plan', 'gpu_or_cpu_map']
 
 # %% ../nbs/41_executors.ipynb #cfe1fe36
 EXECUTORS = ("local", "slurm")
@@ -113,7 +114,6 @@ def torchrun_command(config_file, nproc: int) -> list[str]:
 
 def pretrain_torchrun(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, nproc: int = 2) -> Path:
     "`protocols.pretrain` across `nproc` GPUs through torchrun: the same run folder, reused when finished."
-    from sslmed.protocols import run_path, is_finished
     cfg, out = run_path(domain, method, profile, seed, overrides, root)
     with file_lock(out.parent / f".{out.name}.lock"):
         if is_finished(out, cfg): return out
@@ -145,13 +145,11 @@ def run_folder(kw: dict) -> Path | None:
     "The run folder a call works on: its `run_dir`, or the folder `pretrain` names for its domain, method, seed and overrides."
     if kw.get("run_dir"): return Path(kw["run_dir"])
     if not {"domain", "method"} <= set(kw): return None
-    from sslmed.protocols import run_path
     return run_path(kw["domain"], kw["method"], kw.get("profile", "smoke"), kw.get("seed", 0), kw.get("overrides", ()), kw.get("root"))[1]
 
 def finished_run(fn, kw: dict) -> Path | None:
     "For a `pretrain` call whose run is already finished, its folder (nothing to submit); else None."
     if getattr(fn, "__name__", "") not in ("pretrain", "pretrain_torchrun"): return None
-    from sslmed.protocols import run_path, is_finished
     cfg, out = run_path(kw["domain"], kw["method"], kw.get("profile", "smoke"), kw.get("seed", 0), kw.get("overrides", ()), kw.get("root"))
     return out if is_finished(out, cfg) else None
 
@@ -233,20 +231,13 @@ def slurm_map(fn, kwargs_list, poll: float = 1.0) -> list:
                         f"the finished ones are kept and reused by a rerun)\n--- last lines of {failed[0][1]}:\n" + _tail(failed[0][1]))
     return results
 
-# %% ../nbs/41_executors.ipynb #9bf2a333
-def _driver(argv: list[str]) -> int:
-    "What the driver job runs: `sslmed paper <argv>`; a failed notebook fails the job."
-    from sslmed.cli import main
-    rc = main(["paper", *argv])
-    if rc: raise SystemExit(f"sslmed paper {' '.join(argv)} exited {rc}")
-    return rc
-
-def submit_driver(argv: list[str], profile: str, settings: dict, root=None):
-    "Submit `sslmed paper <argv>` as a CPU job (the `driver` resources); its job, whose log is under runs/slurm/<profile>/driver/."
+# %% ../nbs/41_executors.ipynb #1bf777a6
+def submit_driver(fn, argv: list[str], profile: str, settings: dict, root=None):
+    "Submit `fn(argv)` (the command line's `sslmed paper <argv>`) as a CPU job with the `driver` resources; its submitit job."
     root = Path(root or project_root())
     s = _deep(settings["slurm"], {"driver": {"gpus": 0}})
     ex = slurm_executor(root / "runs" / "slurm" / profile / "driver" / "%j", "driver", s)
-    job = ex.submit(_driver, list(argv))
+    job = ex.submit(fn, list(argv))
     _record(root / "runs" / "slurm" / profile, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "fn": "driver", "kind": "driver",
                                                  "jobs": [job.job_id], "argv": list(argv)})
     return job
@@ -278,7 +269,7 @@ def _plan_lambda(p):
     return runs, {"probe (grid cell)": len(runs)}
 
 def _plan_selective(p):
-    return [dict(domain="fundus", method=m, seed=p["seed"], overrides=_po(p)) for m in p["methods"]], {"embedding (driver)": len(p["methods"])}
+    return [dict(domain=p["domain"], method=m, seed=p["seed"], overrides=_po(p)) for m in p["methods"]], {"embedding (driver)": len(p["methods"])}
 
 def _plan_design(p):
     g_l = [({"views.n_global": g, "views.n_local": l, "method_kw.n_global": g}) for g, l in p["views"]]
@@ -289,7 +280,6 @@ def _plan_design(p):
 
 # %% ../nbs/41_executors.ipynb #e24ff22b
 def _plan_dynamics(p, profile, root):
-    from sslmed.protocols import run_path
     runs = [dict(domain=d, method=m, seed=p["seed"], overrides=_po(p)) for d in p["domains"] for m in p["methods"]]
     snap = [dict(domain=d, method="lejepa", seed=p["seed"], overrides=p["dynamics_overrides"]) for d in p["domains"]]
     cfgs = [run_path(profile=profile, root=root, **kw)[0] for kw in snap]
@@ -303,23 +293,13 @@ PLANNERS = {"main_results": _plan_main, "embeddings": _plan_embeddings, "label_e
             "lambda_sweep": _plan_lambda, "selective_prediction": _plan_selective, "sigreg_design": _plan_design,
             "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views}
 
-# %% ../nbs/41_executors.ipynb #4f145087
-def _defaults(nb) -> dict:
-    "A notebook's parameter defaults as values (papermill gives their source text)."
-    import ast
-    from sslmed.paper import notebook_parameters
-    return {k: ast.literal_eval(v) for k, v in notebook_parameters(nb).items()}
-
-def planned_calls(profile: str, root=None, only=None) -> tuple[list[dict], list[dict]]:
-    "Every `pretrain` call of the profile's notebooks (with `notebook`) and their evaluation jobs (notebook, kind, count)."
+# %% ../nbs/41_executors.ipynb #25d8fcc6
+def planned_calls(profile: str, params: dict, root=None) -> tuple[list[dict], list[dict]]:
+    "Every `pretrain` call of the notebooks in `params` (notebook -> its parameters), with `notebook`, and their evaluation jobs."
     import inspect
-    from sslmed.paper import list_experiments, load_profile
-    root = Path(root or project_root())
     calls, evals = [], []
-    for name in list_experiments(root):
-        if name not in PLANNERS or (only and name not in only): continue
-        p = load_profile(profile, name, root)
-        p = {**_defaults(root / "nbs" / "experiments" / f"{name}.ipynb"), **p}
+    for name, p in params.items():
+        if name not in PLANNERS: continue
         f = PLANNERS[name]
         runs, ev = f(p, profile, root) if len(inspect.signature(f).parameters) == 3 else f(p)
         calls += [dict(kw, notebook=name) for kw in runs]
@@ -327,11 +307,10 @@ def planned_calls(profile: str, root=None, only=None) -> tuple[list[dict], list[
     return calls, evals
 
 # %% ../nbs/41_executors.ipynb #88e9cc58
-def distinct_runs(profile: str, root=None, only=None) -> pd.DataFrame:
-    "One row per run folder the profile will train (calls that `pretrain` would put in one folder are one run)."
-    from sslmed.protocols import run_path
+def distinct_runs(profile: str, params: dict, root=None) -> pd.DataFrame:
+    "One row per run folder the notebooks in `params` will train (calls that `pretrain` would put in one folder are one run)."
     root = Path(root or project_root())
-    calls, _ = planned_calls(profile, root, only)
+    calls, _ = planned_calls(profile, params, root)
     rows = {}
     for c in calls:
         cfg, out = run_path(c["domain"], c["method"], profile, c["seed"], c["overrides"], root)
@@ -402,12 +381,12 @@ def flops_table(cfgs, cache=None) -> pd.DataFrame:
         with atomic_path(cache) as tmp: known.to_csv(tmp, index=False)
     return known.set_index("key")
 
-# %% ../nbs/41_executors.ipynb #0800dbe6
+# %% ../nbs/41_executors.ipynb #d2aebe6d
 GPU_PEAK = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}  # dense bf16 FLOP/s (SXM parts)
 
 def cpu_rate(root=None, cache=None) -> tuple[float, str]:
     "Model FLOP/s per core that training reached on CPU (median over the smoke rows of the train benchmark CSVs), and its source."
-    from sslmed.train import recipe
+    from sslmed.config import recipe
     files = sorted((Path(root or project_root()) / "benchmarks" / "results").glob("train_*.csv"))
     b = pd.concat([pd.read_csv(f).assign(file=f.name) for f in files], ignore_index=True) if files else pd.DataFrame()
     b = b[(b.get("profile") == "smoke") & (b.get("device", "").astype(str).str.contains("cuda|NVIDIA", case=False) == False)] if len(b) else b
@@ -424,14 +403,14 @@ def makespan(hours, workers: int) -> float:
     for h in sorted(hours, reverse=True): heapq.heappush(free, heapq.heappop(free) + h)
     return max(free)
 
-# %% ../nbs/41_executors.ipynb #42822bdb
-def plan(profile: str = "smoke", root=None, only=None, gpu: str | None = None, utilisation: float | None = None, cache=None) -> dict:
-    "The runs a profile launches, with model, input, batch, steps and cost; its evaluation jobs; totals and wall-clock on 1, 8, 64 workers."
+# %% ../nbs/41_executors.ipynb #c4bd4a9a
+def plan(profile: str, params: dict, root=None, gpu: str | None = None, utilisation: float | None = None, cache=None) -> dict:
+    "The runs the notebooks in `params` launch under `profile` (model, input, batch, steps, cost), their evaluation jobs, totals, wall-clock on 1, 8, 64 workers."
     root = Path(root or project_root())
     pl = executor_settings(profile, root)["plan"]
     gpu = gpu or pl.get("gpu"); util = utilisation or pl.get("utilisation", 0.4)
-    runs = distinct_runs(profile, root, only)
-    _, evals = planned_calls(profile, root, only)
+    runs = distinct_runs(profile, params, root)
+    _, evals = planned_calls(profile, params, root)
     ft = flops_table(list(runs.cfg), cache)
     g = [ft.loc[flop_key(c), "gflop_per_sample"] for c in runs.cfg]
     runs = runs.assign(model=[c.encoder for c in runs.cfg], input=[ft.loc[flop_key(c), "views"] for c in runs.cfg],
@@ -449,7 +428,7 @@ def plan(profile: str = "smoke", root=None, only=None, gpu: str | None = None, u
                 totals=dict(runs=len(runs), trained=int((runs.gflop_per_sample > 0).sum()), pflop=float(runs.pflop.sum()),
                             **{unit: float(runs[unit].sum())}, eval_jobs=int(sum(e["jobs"] for e in evals))))
 
-# %% ../nbs/41_executors.ipynb #b2efdeca
+# %% ../nbs/41_executors.ipynb #962272e9
 def plan_tables(p: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     "T7: the plan's cost per domain with a total row, and the wall-clock on 1, 8 and 64 workers."
     u, r = p["unit"], p["runs"]
@@ -461,7 +440,7 @@ def plan_tables(p: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     wall = pd.DataFrame([{worker: k, "hours": h, "days": h / 24} for k, h in p["wall"].items()])
     return by, wall
 
-# %% ../nbs/41_executors.ipynb #77b0b079
+# %% ../nbs/41_executors.ipynb #3b862dc9
 def print_plan(p: dict, file=None):
     "The plan as text: every run, the evaluation jobs, totals and wall-clock."
     file = file or sys.stdout
@@ -472,3 +451,13 @@ def print_plan(p: dict, file=None):
     if len(p["evals"]): print("\nevaluation jobs:\n" + p["evals"].to_string(index=False), file=file)
     by, wall = plan_tables(p)
     print("\n" + by.to_string(index=False, float_format=lambda x: f"{x:.4g}") + "\n\n" + wall.to_string(index=False, float_format=lambda x: f"{x:.3g}"), file=file)
+
+# %% ../nbs/41_executors.ipynb #2c3880e4
+def gpu_or_cpu_map(fn, kwargs_list, jobs: int | None = None) -> list:
+    "The local executor: one pinned process per GPU (group) where there are GPUs to share, else the CPU pool of `local_map`."
+    kwargs_list = list(kwargs_list)
+    out = gpu_map(fn, kwargs_list, jobs)
+    return local_map(fn, kwargs_list, jobs) if out is None else out
+
+register_executor("local", gpu_or_cpu_map)
+register_executor("slurm", lambda fn, kwargs_list, jobs=None: slurm_map(fn, kwargs_list))

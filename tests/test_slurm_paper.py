@@ -56,7 +56,8 @@ def test_slurm_dry_run_notebook_group(slurm_root):
         assert log.is_symlink() and log.resolve().is_file(), log
         assert (Path(run) / "backbone.pt").is_file(), run
     from sslmed.executors import distinct_runs
-    planned = set(distinct_runs(PROFILE, root, only=list(GROUP)).run)
+    from sslmed.paper import experiment_params
+    planned = set(distinct_runs(PROFILE, experiment_params(PROFILE, root, only=list(GROUP)), root).run)
     assert planned == run_dirs(root), (planned, run_dirs(root))               # the plan names exactly the folders trained
     m = json.loads((root / "figures" / PROFILE / "manifest.json").read_text())
     assert {e["notebook"] for e in m.values()} == {"main_results"} and all(e["profile"] == PROFILE for e in m.values())
