@@ -14,9 +14,9 @@ from .core import atomic_write_json, file_lock, project_root, rehearsed_profile
 from .protocols import local_map, register_executor, run_path, is_finished
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'EXECUTOR_ENV', 'SLURM_ENV', 'GPUS_ENV', 'DEFAULTS', 'TERMINAL', 'PLANNERS', 'FLOP_KEYS', 'GPU_PEAK',
-           'executor_name', 'executor_settings', 'use_executor', 'slurm_settings', 'visible_gpus', 'gpu_groups',
-           'gpu_map', 'torchrun_command', 'pretrain_torchrun', 'JobFailed', 'squeue_states', 'run_folder',
+__all__ = ['EXECUTORS', 'EXECUTOR_ENV', 'SLURM_ENV', 'GPUS_ENV', 'DEFAULTS', 'TERMINAL', 'PLANNERS', 'FLOP_KEYS', 'SAME_FLOPS',
+           'GPU_PEAK', 'executor_name', 'executor_settings', 'use_executor', 'slurm_settings', 'visible_gpus',
+           'gpu_groups', 'gpu_map', 'torchrun_command', 'pretrain_torchrun', 'JobFailed', 'squeue_states', 'run_folder',
            'finished_run', 'slurm_executor', 'wait_jobs', 'slurm_map', 'submit_driver', 'planned_calls',
            'distinct_runs', 'flop_key', 'count_flops', 'flops_table', 'cpu_rate', 'makespan', 'plan', 'plan_tables',
            'print_plan', 'gpu_or_cpu_map']
@@ -323,11 +323,13 @@ def distinct_runs(profile: str, params: dict, root=None) -> pd.DataFrame:
 
 # %% ../nbs/41_executors.ipynb #502b3c84
 FLOP_KEYS = ("domain", "dataset", "method", "method_kw", "encoder", "encoder_kw", "views")
+SAME_FLOPS = ("lamb", "t_max")  # method arguments that change no operation: a loss weight, SIGReg's integration range
 
 def flop_key(cfg) -> str:
-    "A short hash of the config keys that set a step's FLOPs per sample (model, method and views; not steps, lr or data size)."
+    "A short hash of the config keys that set a step's FLOPs per sample (model, method and views; not steps, lr, data size, λ or t_max)."
     import dataclasses, hashlib
     d = dataclasses.asdict(cfg)
+    d["method_kw"] = {k: v for k, v in d["method_kw"].items() if k not in SAME_FLOPS}
     return hashlib.sha1(json.dumps({k: d[k] for k in FLOP_KEYS}, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 def _labels(task, n: int):
@@ -370,15 +372,13 @@ def flops_table(cfgs, cache=None) -> pd.DataFrame:
     from sslmed.core import atomic_path
     cache = Path(cache or project_root() / "benchmarks" / "results" / "flops.csv")
     known = pd.read_csv(cache, dtype={"key": str}).fillna({"views": ""}) if cache.is_file() else pd.DataFrame(columns=["key", "domain", "method", "encoder", "gflop_per_sample", "views"])
-    have, new = set(known.key), {}
     for c in cfgs:
         k = flop_key(c)
-        if k in have or k in new: continue
+        if k in set(known.key): continue
         f, shapes = count_flops(c)
-        new[k] = dict(key=k, domain=c.domain, method=c.method, encoder=c.encoder, gflop_per_sample=round(f / 1e9, 4), views=shapes)
-    if new:
-        known = pd.concat([known, pd.DataFrame(new.values())], ignore_index=True).sort_values(["domain", "method", "key"])
-        with atomic_path(cache) as tmp: known.to_csv(tmp, index=False)
+        row = dict(key=k, domain=c.domain, method=c.method, encoder=c.encoder, gflop_per_sample=round(f / 1e9, 4), views=shapes)
+        known = pd.concat([known, pd.DataFrame([row])], ignore_index=True).sort_values(["domain", "method", "key"])
+        with atomic_path(cache) as tmp: known.to_csv(tmp, index=False)  # each count kept at once: a long plan can be resumed
     return known.set_index("key")
 
 # %% ../nbs/41_executors.ipynb #d2aebe6d
