@@ -6,6 +6,7 @@ Docs: https://sslmed.github.io/sslmed/sigreg.html.md"""
 
 # %% ../nbs/01_sigreg.ipynb #f05548e2
 from __future__ import annotations
+from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.distributed as dist
 from torch import nn, Tensor
@@ -29,9 +30,9 @@ def ep_quadrature(t_max: float = 3.0, n_points: int = 17, device=None, dtype=tor
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
-def _rows_per_chunk(n: int, m: int, k: int, device: torch.device, cpu_budget: int = 1 << 20) -> int:
-    "Rows per chunk so that a (rows, k, M) temporary holds at most ~N·M elements (at most `cpu_budget` on CPU, for the cache)."
-    budget = n * m if device.type != "cpu" else min(n * m, cpu_budget)
+def _rows_per_chunk(n: int, m: int, k: int, device: torch.device) -> int:
+    "Rows per chunk so that a (rows, knots, M) temporary holds at most ~N·M elements (fewer on CPU, for the cache)."
+    budget = n * m if device.type != "cpu" else min(n * m, 1 << 20)
     return max(1, min(n, budget // max(1, k * m)))
 
 def _phasors(z: Tensor, delta: float) -> Tensor:
@@ -40,6 +41,23 @@ def _phasors(z: Tensor, delta: float) -> Tensor:
     return torch.polar(torch.ones_like(th), th)
 
 # %% ../nbs/01_sigreg.ipynb #b7e2f3a4
+_CPU_BLOCK = 32767  # elements per block on CPU: below ATen's grain size, so every step runs inline
+
+def _blocks(fn, n: int, m: int, device: torch.device) -> int:
+    "Call `fn(worker, lo, hi)` over row blocks, split over threads on CPU; returns the number of workers."
+    rows = n if device.type != "cpu" else max(1, min(n, _CPU_BLOCK // max(1, m)))
+    blocks = [(i, min(n, i + rows)) for i in range(0, n, rows)]
+    workers = min(torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
+    per = -(-len(blocks) // workers)
+    def work(w):
+        with torch.no_grad():
+            for lo, hi in blocks[w * per:(w + 1) * per]: fn(w, lo, hi)
+    if workers == 1: work(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool: list(pool.map(work, range(workers)))
+    return workers
+
+# %% ../nbs/01_sigreg.ipynb #f1a2b3c4
 def _ecf_sums_direct(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     "Column sums of cos(t_k z) and sin(t_k z), one cos and one sin per element and knot: two (knots, M) tensors."
     n, m = z.shape
@@ -54,16 +72,15 @@ def _ecf_sums_direct(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
 def _ecf_sums_powers(e: Tensor, k: int) -> tuple[Tensor, Tensor]:
     "Column sums of Re and Im of e^j, j = 1..k, from the phasors `e` (N, M), one complex product per knot: two (k, M) tensors."
     n, m = e.shape
-    rows = _rows_per_chunk(n, m, 1, e.device, cpu_budget=1 << 19)
-    starts = range(0, n, rows)
-    part, p = e.new_empty(len(starts), k, m), e.new_empty(min(rows, n), m)
-    for c, i in enumerate(starts):
-        ei = e[i:i + rows]
-        pi = p[:len(ei)].copy_(ei)
+    acc = e.new_zeros(min(torch.get_num_threads(), n) if e.device.type == "cpu" else 1, k, m)
+    def block(w, lo, hi):
+        ei, a = e[lo:hi], acc[w]
+        p = ei.clone()
         for j in range(k):
-            torch.sum(pi, 0, out=part[c, j])
-            if j < k - 1: pi.mul_(ei)                 # e^{j+1} -> e^{j+2}
-    acc = part.sum(0)
+            a[j] += p.sum(0)
+            if j < k - 1: p.mul_(ei)                  # e^{j+1} -> e^{j+2}
+    _blocks(block, n, m, e.device)
+    acc = acc.sum(0)
     return acc.real.contiguous(), acc.imag.contiguous()
 
 def _grad_direct(z: Tensor, t: Tensor, k_sin: Tensor, k_cos: Tensor) -> Tensor:
@@ -78,12 +95,12 @@ def _grad_direct(z: Tensor, t: Tensor, k_sin: Tensor, k_cos: Tensor) -> Tensor:
 def _grad_powers(e: Tensor, d: Tensor) -> Tensor:
     "Re Σ_j d_j e^j (j = 1..K) per element of the phasors `e` (N, M), by Horner's rule over the knots."
     grad = e.real.new_empty(e.shape)
-    rows = _rows_per_chunk(*e.shape, 1, e.device, cpu_budget=1 << 19)
-    for i in range(0, e.shape[0], rows):
-        ei = e[i:i + rows]
+    def block(w, lo, hi):
+        ei = e[lo:hi]
         h = d[-1].expand_as(ei).clone()
         for j in range(len(d) - 2, -1, -1): torch.addcmul(d[j], h, ei, out=h)  # h <- h·e + d_j
-        grad[i:i + rows] = h.mul_(ei).real
+        grad[lo:hi] = h.mul_(ei).real
+    _blocks(block, *e.shape, e.device)
     return grad
 
 # %% ../nbs/01_sigreg.ipynb #c93d1e27
