@@ -7,7 +7,7 @@ algorithm as the LeJEPA paper describes it (`official_sigreg` below: random unit
 function at every knot through `cos`/`sin` of an (N, M, knots) tensor with autograd, trapezoid weights, Gaussian
 window). Same inputs, same slices, same grid, in one process; the order alternates every repetition and the ratio is
 taken per repetition, at 1 and 2 threads. Peak memory comes from a fresh subprocess per implementation. Prints a
-table and writes `benchmarks/results/sigreg-vs-official_<machine>.csv`.
+table and writes it with the CSV to `benchmarks/results/sigreg-vs-official_<machine>.{md,csv}`.
 
     python benchmarks/sigreg.py                        # the paired comparison (1 and 2 threads, 15 repetitions)
     python benchmarks/sigreg.py --threads 1 --reps 31  # more repetitions on a noisy machine
@@ -140,18 +140,19 @@ def paired(threads, reps, out_dir):
                              value_rel_diff=abs(vals[n][0] - v_off) / abs(v_off),
                              grad_rel_diff=((vals[n][1] - g_off).abs().max() / g_off.abs().max()).item()))
     df = pd.DataFrame(rows)
-    print(f"SIGReg forward+backward, N={case['N']} K={case['K']} M={case['M']}, knots linspace(0, {case['t_max']}, {case['n_points']}), "
-          f"{reps} paired repetitions\n{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, ATen {mach['aten_capability']}\n")
-    print("| threads | implementation | ms (median) | official ms (median) | paired ratio, median (min–max) | peak MiB | official MiB | memory ratio | value rel. diff | grad rel. diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['threads']} | {r['impl']} | {r['ms_median']:.0f} | {r['official_ms_median']:.0f} | {r['ratio_median']:.2f} "
+    lines = [f"SIGReg forward+backward, N={case['N']} K={case['K']} M={case['M']}, knots linspace(0, {case['t_max']}, {case['n_points']}), "
+             f"{reps} paired repetitions", f"{mach['cpu']}, {mach['cores']} cores, torch {mach['torch']}, ATen {mach['aten_capability']}", "",
+             "| threads | implementation | ms (median) | official ms (median) | paired ratio, median (min–max) | peak MiB | official MiB "
+             "| memory ratio | value rel. diff | grad rel. diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['threads']} | {r['impl']} | {r['ms_median']:.0f} | {r['official_ms_median']:.0f} | {r['ratio_median']:.2f} "
               f"({r['ratio_min']:.2f}–{r['ratio_max']:.2f}) | {r['peak_mib']:.0f} | {r['official_peak_mib']:.0f} | {r['memory_ratio']:.1f} "
-              f"| {r['value_rel_diff']:.1e} | {r['grad_rel_diff']:.1e} |")
+              f"| {r['value_rel_diff']:.1e} | {r['grad_rel_diff']:.1e} |" for r in rows]
+    print("\n".join(lines))
     out = Path(out_dir) / f"sigreg-vs-official_{mach['machine']}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".csv.tmp"); df.to_csv(tmp, index=False); os.replace(tmp, out)
-    print(f"\nwrote {out}")
+    for path, write in ((out, lambda f: df.to_csv(f, index=False)), (out.with_suffix(".md"), lambda f: Path(f).write_text("\n".join(lines) + "\n"))):
+        tmp = path.with_name(path.name + ".tmp"); write(tmp); os.replace(tmp, path)
+    print(f"\nwrote {out} and {out.with_suffix('.md').name}")
     return df
 
 # ---------------------------------------------------------------- the size grid against Algorithm 1 (F7, T6)
