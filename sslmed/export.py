@@ -33,10 +33,15 @@ def example_input(cfg: TrainConfig, n: int = 2) -> Tensor:
     return x.reshape(x.shape[0] * g, x.shape[1] // g, *x.shape[2:])
 
 # %% ../nbs/42_export.ipynb #4ced8880
+def _checkout(root=None) -> Path | None:
+    "The sslmed checkout (its figures/ and data_cards/), or None outside one (an installed package)."
+    try: return Path(root) if root else project_root()
+    except FileNotFoundError: return None
+
 def t1_scores(cfg: TrainConfig, root=None) -> dict | None:
     "The T1 rows of the profile whose T1 trained `cfg` (its seed's scores, its cell's intervals, the manifest entry), else None."
-    root = Path(root or project_root())
-    for man in sorted((root / "figures").glob("*/manifest.json")):
+    root = _checkout(root)
+    for man in [] if root is None else sorted((root / "figures").glob("*/manifest.json")):
         entry = json.loads(man.read_text()).get("T1_all_scores")
         p = (entry or {}).get("parameters", {})
         if not entry or cfg.domain not in p.get("domains", ()) or cfg.method not in p.get("methods", ()) or cfg.seed not in entry.get("seeds", ()): continue
@@ -54,8 +59,9 @@ _CARDS = {"aptos": "aptos2019", "mimic_ecg": "mimic_iv_ecg"}  # dataset names wh
 def data_card(cfg: TrainConfig, root=None) -> Path | None:
     "The data card of the run's dataset (`data_cards/<name>.md`), or None when there is none."
     name = f"phantom_{cfg.domain}" if cfg.dataset == "phantom" else _CARDS.get(cfg.dataset, cfg.dataset)
-    f = Path(root or project_root()) / "data_cards" / f"{name}.md"
-    return f if f.is_file() else None
+    root = _checkout(root)
+    f = None if root is None else root / "data_cards" / f"{name}.md"
+    return f if f is not None and f.is_file() else None
 
 # %% ../nbs/42_export.ipynb #4b35b728
 def _front_matter(cfg: TrainConfig, spec: dict, t1: dict | None, name: str) -> dict:
@@ -188,7 +194,7 @@ def _spec(enc, cfg: TrainConfig, x: Tensor, name: str) -> dict:
 # %% ../nbs/42_export.ipynb #62ffd376
 def _provenance(run_dir: Path, backbone: Path, t1: dict | None, root=None) -> dict:
     "Where the weights came from: the run, its backbone file, the exporting checkout and, with T1 scores, T1's manifest entry."
-    prov = {"run": run_dir.name, "backbone": backbone.name, "backbone_sha256": file_sha256(backbone), "exported_by": git_info(root or project_root()),
+    prov = {"run": run_dir.name, "backbone": backbone.name, "backbone_sha256": file_sha256(backbone), "exported_by": git_info(_checkout(root)),
             "versions": {k: v for k, v in package_versions().items() if k in ("python", "sslmed", "torch", "timm")}}
     if t1 is not None: prov["T1"] = {k: t1["entry"][k] for k in ("profile", "git", "created", "data_cards", "parameters")}
     return prov
