@@ -117,7 +117,7 @@ def model_card(cfg: TrainConfig, spec: dict, run_dir, t1: dict | None, provenanc
     parts = [f"---\n{fm}---\n", f"# {name}\n", f"The {cfg.domain} encoder of an sslmed run: `{spec['encoder']}` pretrained with `{cfg.method}` "
              f"on `{cfg.dataset}`, exported by `sslmed export`.\n"]
     if cfg.dataset == "phantom": parts.append(_PHANTOM.format(domain=cfg.domain) + "\n")
-    parts += ["## Model\n", f"- encoder: `{spec['encoder']}` ({spec['n_params']:,} parameters), features: {spec['num_features']}-d, {spec['pooling']}",
+    parts += ["## Model\n", f"- encoder: `{spec['encoder']}`" + (f" with `{json.dumps(spec['encoder_kw'])}`" if spec["encoder_kw"] else "") + f" ({spec['n_params']:,} parameters), features: {spec['num_features']}-d, {spec['pooling']}",
               f"- input: `{tuple(spec['input_size'])}` per sample, {spec['preprocessing']}",
               f"- files: {', '.join(f'`{f}`' for f in spec['files'])} — no pickle; weights in safetensors\n",
               "## How to use\n", "```python\n" + _load_snippet(spec, "PATH/TO/" + name) + "\n```\n",
@@ -183,7 +183,7 @@ def _spec(enc, cfg: TrainConfig, x: Tensor, name: str) -> dict:
     "What config.json's `sslmed` entry records: how to rebuild the encoder, its input and its features."
     is_timm = isinstance(enc, (TimmViT, TimmFeatures))
     chans = enc.model_chans if isinstance(enc, TimmViT) else enc.in_chans
-    pool = "class token" if getattr(enc, "pool_kind", "mean") == "cls" else "mean over the final feature map's positions"
+    pool = "class token" if getattr(enc, "pool_kind", "mean") == "cls" else "mean over the final tokens (patch tokens, or a feature map's positions)"
     tf = get_domain(cfg.domain).eval_tf
     pre = f"as `{tf.__module__}.{tf.__name__}` makes them ({(tf.__doc__ or '').strip().splitlines()[0].rstrip('.')})"
     return {"format": "sslmed-encoder-1", "name": name, "encoder": cfg.encoder, "in_chans": get_domain(cfg.domain).in_chans, "encoder_kw": cfg.encoder_kw,
