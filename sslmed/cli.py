@@ -18,8 +18,7 @@ if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) =
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'train', 'finetune', 'export',
-           'main']
+__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'finetune', 'export', 'main']
 
 # %% ../nbs/46_cli.ipynb #56c828b5
 @call_parse
@@ -96,32 +95,7 @@ def check_data(profile: str = "full",  # whose datasets to open (the recipes in 
     return 1 if (summary.error != "").any() else 0
 
 # %% ../nbs/46_cli.ipynb #e5ebae16
-@call_parse
-def train(recipe: str = None,  # a domain: train with its recipe in recipes/<profile>/<domain>.yaml
-          method: str = None,  # with --recipe: the method to train
-          profile: str = "smoke",  # with --recipe: smoke, demo or full
-          config: str = None,  # a YAML file of TrainConfig keys, instead of a recipe
-          seed_config: str = None,  # with --recipe: a seed system's own YAML, translated by the domain's seed_keys
-          overrides: Annotated[str, "KEY=VALUE overrides (dots reach nested keys)", {"nargs": "*"}] = None):
-    "Train one method on one domain (also under torchrun); prints the run's summary."
-    import json, os, yaml
-    import torch.distributed as dist
-    from sslmed.domain import get_domain, seed_overrides
-    from sslmed.train import TrainConfig, fit, recipe as make_recipe
-    over = list(overrides or [])
-    if bool(config) == bool(recipe): raise ValueError("sslmed train: give exactly one of --recipe DOMAIN (with --method) or --config FILE")
-    if config: cfg = TrainConfig.from_yaml(config, over)
-    else:
-        if not method: raise ValueError("sslmed train: --recipe needs --method")
-        if seed_config:
-            seed = yaml.safe_load(open(seed_config)) or {}
-            over = seed_overrides(seed, get_domain(recipe).seed_keys, seed_config) + over
-        cfg = make_recipe(recipe, method, profile, over)
-    try: res = fit(cfg)
-    finally:
-        if dist.is_initialized(): dist.destroy_process_group()
-    if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(res))
-    return 0
+from .train import train  # one function behind `sslmed train` and `python -m sslmed.train`
 
 # %% ../nbs/46_cli.ipynb #18d3ff09
 @call_parse

@@ -16,8 +16,9 @@ from torch import nn, Tensor
 from .core import atomic_write_json, atomic_write_text, file_sha256, git_info, package_versions, project_root
 from .domain import get_domain
 from .encoders import TimmViT, TimmFeatures, from_pretrained, save_weights
-from .train import TrainConfig, load_backbone, recipe
-from .protocols import as_overrides, config_key, recipe_profile
+from .config import TrainConfig, recipe
+from .runs import config_key, load_backbone
+from .protocols import as_overrides, recipe_profile
 
 # %% auto #0
 __all__ = ['example_input', 't1_scores', 'data_card', 'model_card', 'ExportError', 'check_export', 'export_run']

@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from sslmed.domain import get_domain, list_domains
 from sslmed.encoders import from_pretrained
 from sslmed.export import example_input, export_run
-from sslmed.train import TrainConfig, fit, load_backbone, recipe
+from sslmed.config import TrainConfig, recipe
+from sslmed.runs import load_backbone
+from sslmed.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["steps=2", "batch_size=4", "data.n=8", "log_every=1", "ckpt_every=2", "progress=false"]
