@@ -33,3 +33,4 @@ from .protocols import *
 from .executors import *
 from .reports import *
 from .paper import *
+from .export import *
