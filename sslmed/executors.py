@@ -114,7 +114,10 @@ def torchrun_command(config_file, nproc: int) -> list[str]:
 
 def pretrain_torchrun(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, nproc: int = 2) -> Path:
     "`protocols.pretrain` across `nproc` GPUs through torchrun: the same run folder, reused when finished."
-    cfg, out = run_path(domain, method, profile, seed, overrides, root)
+    from sslmed.runs import run_dir
+    cfg, _ = run_path(domain, method, profile, seed, overrides, root)
+    out = run_dir(cfg, profile, root, world=nproc)  # nproc processes: a larger global batch, a run of its own
+    cfg.out_dir = str(out)
     with file_lock(out.parent / f".{out.name}.lock"):
         if is_finished(out, cfg): return out
         cfg.overwrite = out.exists()

@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 import yaml
 from torch import nn
-from .core import atomic_path, file_lock, files_digest, project_root
+from .core import atomic_path, files_digest, project_root
 from .data.core import DataError, Quarantine
 from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .config import TrainConfig, recipe
-from .runs import load_backbone, config_key, code_digest, same_run
-from .train import fit
+from .runs import load_backbone, code_digest, run_dir, same_run
+from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
@@ -92,25 +92,21 @@ def as_overrides(overrides) -> list[str]:
 
 def run_path(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None,
              progress=False) -> tuple[TrainConfig, Path]:
-    "The config of a run and the folder `pretrain` trains it in: the one place a run's folder is named (the plan counts runs with it)."
+    "The config of a `pretrain` call and its folder in the run store (`sslmed.runs.run_dir`): what the plan counts runs by."
     root = Path(root or project_root())
     cfg = recipe(domain, method, recipe_profile(profile), [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
-    out = root / "runs" / "train" / profile / domain / f"{method}_s{seed}_{config_key(cfg)}_{code_digest(root)}"
-    cfg.out_dir = str(out)
-    return cfg, out
+    cfg.out_dir = str(run_dir(cfg, profile, root))  # the run store: where sslmed train --recipe, torchrun and srun put it too
+    return cfg, Path(cfg.out_dir)
 
 def is_finished(out, cfg: TrainConfig) -> bool:
-    "Whether run folder `out` holds a finished run of `cfg` (its backbone, and its saved config the same run)."
+    "Whether run folder `out` holds a finished run of `cfg` (its backbone, and its saved config the same run): `ensure_trained` reuses it."
     saved = Path(out) / "config.yaml"
     return (Path(out) / "backbone.pt").is_file() and saved.is_file() and same_run(yaml.safe_load(saved.read_text()), cfg)
 
 def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, overrides=(), root=None, progress=False) -> Path:
     "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
     cfg, out = run_path(domain, method, profile, seed, overrides, root, progress)
-    with file_lock(out.parent / f".{out.name}.lock"):  # notebooks run with --jobs may ask for the same run at once
-        if is_finished(out, cfg): return out
-        cfg.overwrite = out.exists()  # an unfinished run of this config (killed, or from a failed notebook): start it again
-        fit(cfg)
+    ensure_trained(cfg)  # reused when finished; resumed when killed or stopped; another notebook training it: waited for
     return out
 
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
