@@ -106,13 +106,19 @@ def _profile_file(profile: str, name: str, root: Path, chain=()) -> dict:
     if base in (*chain, profile): raise ValueError(f"{f}: based_on {base!r} makes a cycle {[*chain, profile, base]}")
     return {**_profile_file(base, name, root, (*chain, profile)), **params}
 
+def _shared_params(profile: str, root: Path) -> dict:
+    "`profiles/<profile>/_shared.yaml`: values that every notebook of the profile declaring them takes (e.g. the smoke sizes)."
+    f = root / "nbs" / "experiments" / "profiles" / profile / "_shared.yaml"
+    return _profile_file(profile, "_shared", root) if f.is_file() else {}
+
 def load_profile(profile: str, name: str, root=None, extra: dict | None = None) -> dict:
     "Parameters of experiment `name` under `profile` (and `extra` ones), checked against those the notebook declares."
     root = Path(root or project_root())
     nb = root / "nbs" / "experiments" / f"{name}.ipynb"
     if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; known: {list_experiments(root)}")
     declared = notebook_parameters(nb)
-    params = {**_profile_file(profile, name, root), **(extra or {})}
+    shared = {k: v for k, v in _shared_params(profile, root).items() if k in declared}
+    params = {**shared, **_profile_file(profile, name, root), **(extra or {})}
     unknown = sorted(set(params) - set(declared))
     if unknown: raise ValueError(f"profile {profile}/{name}.yaml: unknown parameter(s) {unknown}; {name}.ipynb declares {sorted(declared)}")
     return {**params, "profile": profile}

@@ -521,4 +521,5 @@ DOMAIN = register_domain(Domain(
     datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
     encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
     eval_dataset={"arcade": ("arcade", {"subset": "both", "task": "stenosis"})},
-    fixtures={"arcade": make_arcade_fixture}, seed_keys=ARCADE_SEED_KEYS))
+    fixtures={"arcade": make_arcade_fixture}, seed_keys=ARCADE_SEED_KEYS,
+    cards={"phantom": "phantom_angio", "arcade": "arcade"}))

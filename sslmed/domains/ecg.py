@@ -721,4 +721,5 @@ DOMAIN = register_domain(Domain(
     encoder="vit1d_small", real_splits={"ptbxl": ("train", "test")},
     eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "labels": PTBXL_LABELS, "sampling_rate": 500, "on_error": "skip"})},
     fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS,
-    dataset_tasks=ECG_REAL_TASKS, finetune_tasks=ECG_FINETUNE_TASKS))
+    dataset_tasks=ECG_REAL_TASKS, finetune_tasks=ECG_FINETUNE_TASKS,
+    cards={"phantom": "phantom_ecg", "ptbxl": "ptbxl", "mimic_ecg": "mimic_iv_ecg"}, class_key="rhythm"))

@@ -635,4 +635,4 @@ DOMAIN = register_domain(Domain(
     encoder="resnet50", real_splits={"aptos": ("train", "test"), "eyepacs": ("train", "test")},
     eval_dataset={"eyepacs": ("aptos", {})},
     fixtures={"aptos": make_aptos_fixture, "eyepacs": make_eyepacs_fixture, "messidor2": make_messidor2_fixture},
-    seed_keys=SEED_KEYS))
+    seed_keys=SEED_KEYS, cards={"phantom": "phantom_fundus", "eyepacs": "eyepacs", "aptos": "aptos2019", "messidor2": "messidor2"}))
