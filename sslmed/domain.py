@@ -106,6 +106,7 @@ def phantom_factory(cls) -> Callable:
 def reader_factory(cls) -> Callable:
     "A dataset factory for a reader of a real dataset: `(root, seed=0, **kw) -> cls(root, **kw)`."
     def make(root=None, seed=0, **kw): return cls(root, **kw)
+    make.cls = cls  # the reader class, for the index of the data cards
     return make
 
 # %% ../nbs/10_domain.ipynb #ba9d0c5f

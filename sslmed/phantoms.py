@@ -225,11 +225,6 @@ def standardise(x: Tensor) -> Tensor:
     d = tuple(range(1, x.ndim))
     return (x - x.mean(d, keepdim=True)) / (x.std(d, keepdim=True) + 1e-6)
 
-def render_all(ds) -> tuple[Tensor, dict]:
-    "Every item of a phantom dataset, stacked: `(x, {label: tensor})`."
-    items = [ds[i] for i in range(len(ds))]
-    return torch.stack([x for x, _ in items]), {k: torch.stack([l[k] for _, l in items]) for k in items[0][1]}
-
 def fit_small_net(make_model, x: Tensor, y: Tensor, steps: int, loss_fn, bs: int = 32, lr: float = 2e-3) -> nn.Module:
     "Adam with cosine decay to 0 on random mini-batches, seeded: the same data give the same model (in eval mode)."
     torch.manual_seed(0)
