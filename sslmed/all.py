@@ -34,3 +34,4 @@ from .spectra import *
 from .protocols import *
 from .reports import *
 from .paper import *
+from .export import *
