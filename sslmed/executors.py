@@ -248,6 +248,12 @@ def submit_driver(fn, argv: list[str], profile: str, settings: dict, root=None):
 # %% ../nbs/41_executors.ipynb #573f35e3
 def _po(p): return p.get("pretrain_overrides") or {}
 
+def _doms(p) -> dict:
+    "`domains: None` made every registered domain and `finetune_domains: None` the domains, as the notebooks do."
+    from sslmed.domain import list_domains
+    p = {**p, "domains": list_domains() if p.get("domains", ()) is None else p.get("domains")}
+    return {**p, "finetune_domains": p["domains"]} if "finetune_domains" in p and p["finetune_domains"] is None else p
+
 def _plan_main(p):
     runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in p["seeds"]]
     return runs, {"probe (grid cell)": len(runs)}
@@ -304,6 +310,7 @@ def planned_calls(profile: str, params: dict, root=None) -> tuple[list[dict], li
     for name, p in params.items():
         if name not in PLANNERS: continue
         f = PLANNERS[name]
+        p = _doms(p)
         runs, ev = f(p, profile, root) if len(inspect.signature(f).parameters) == 3 else f(p)
         calls += [dict(kw, notebook=name) for kw in runs]
         evals += [dict(notebook=name, kind=k, jobs=n) for k, n in ev.items()]
