@@ -67,9 +67,9 @@ def readme():
     return 0
 
 @call_parse
-def docs(profile: str = "smoke",  # whose executed experiment notebooks to show
-         no_execute: bool = False):  # render the library notebooks without running them
-    "Render the documentation site offline into _site/ (MkDocs)."
+def docs(profile: str = "smoke",  # whose runs the experiment pages show first (every committed profile is shown)
+         no_execute: bool = False):  # show the outputs stored in docs/outputs/ instead of running the library notebooks
+    "Render the documentation site offline into _site/ (MkDocs); without --no-execute also refresh docs/outputs/."
     from sslmed.docs import build_docs
     print(f"site written to {build_docs(profile, execute=not no_execute)}/index.html")
     return 0
