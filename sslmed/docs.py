@@ -42,7 +42,8 @@ def execute_notebook(src: Path, timeout: int = 1800):
     for c in nb.cells:  # cells nbdev-test skips too: real data, long runs, eval: false
         if c.cell_type == "code" and re.search(r"^\s*#\s*\|\s*(notest|slow|eval:\s*false)", c.source, re.M):
             c.metadata.setdefault("tags", []).append("skip-execution")
-    NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), resources={"metadata": {"path": str(src.parent)}}).execute()
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # figures as outputs, even under make's Agg
+    NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), resources={"metadata": {"path": str(src.parent)}}).execute(env=env)
     return nb
 
 # %% ../nbs/33_docs.ipynb #a4b79c7b
