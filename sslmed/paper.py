@@ -72,11 +72,11 @@ class Artifacts:
                  "files": [str(Path(f).relative_to(self.dir)) for f in files], "git": git_info(self.root),
                  "versions": package_versions(), "device": device_info(),
                  "wall_time_s": round(time.time() - self.t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        manifest = self.dir / "manifest.json"
+        manifest, key = self.dir / "manifest.json", name if kind == "figure" else f"tables/{name}"  # a figure and its data may share a name
         with file_lock(self.dir / ".manifest.lock"):
             m = json.loads(manifest.read_text()) if manifest.exists() else {}
-            old = m.get(name, {})  # a rerun that made the same artifact keeps its entry: the file stays byte-identical
-            if {k: v for k, v in old.items() if k not in VOLATILE} != {k: v for k, v in entry.items() if k not in VOLATILE}: m[name] = entry
+            old = m.get(key, {})  # a rerun that made the same artifact keeps its entry: the file stays byte-identical
+            if {k: v for k, v in old.items() if k not in VOLATILE} != {k: v for k, v in entry.items() if k not in VOLATILE}: m[key] = entry
             atomic_write_json(manifest, m)
         self.saved.append(name)
         return files
