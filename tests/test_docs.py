@@ -49,7 +49,7 @@ def test_maths_is_typeset_by_the_vendored_mathjax(site):
 def test_every_library_notebook_with_a_plot_shows_one(site):
     s, _ = site
     with_plots = [p for p in library_notebooks(ROOT) if plotted(p)]
-    assert {"01_sigreg.ipynb", "31_reports.ipynb"} <= {p.name for p in with_plots}, with_plots
+    assert {"01_sigreg.ipynb", "43_reports.ipynb"} <= {p.name for p in with_plots}, with_plots
     for p in with_plots:
         page = (s / "api" / f"{p.stem}.html").read_text()
         assert '<img src="data:image/png;base64,' in page, f"{p.name}: no output image on its page (run `sslmed docs` to refresh docs/outputs/)"
