@@ -43,7 +43,9 @@ def execute_notebook(src: Path, timeout: int = 1800):
         if c.cell_type == "code" and re.search(r"^\s*#\s*\|\s*(notest|slow|eval:\s*false)", c.source, re.M):
             c.metadata.setdefault("tags", []).append("skip-execution")
     env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # figures as outputs, even under make's Agg
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%matplotlib inline"))  # a cell that ends in a figure shows it, not its repr
     NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), resources={"metadata": {"path": str(src.parent)}}).execute(env=env)
+    nb.cells.pop(0)
     return nb
 
 # %% ../nbs/45_docs.ipynb #a4b79c7b
