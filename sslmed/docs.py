@@ -95,9 +95,8 @@ def mathjax_file() -> Path:
     return f
 
 _MATHJAX_CONFIG = """window.MathJax = {
-  tex: {inlineMath: [["\\\\(", "\\\\)"], ["$", "$"]], displayMath: [["\\\\[", "\\\\]"], ["$$", "$$"]], processEscapes: true},
-  options: {ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex|jp-MarkdownOutput|jp-RenderedMarkdown"}
-};
+  tex: {inlineMath: [["\\\\(", "\\\\)"], ["$", "$"]], displayMath: [["\\\\[", "\\\\]"], ["$$", "$$"]], processEscapes: true}
+};  // the whole page is searched (code and pre are skipped): notebook cells hold their maths in plain <p>
 """
 _CSS = """.md-typeset pre > code, .jupyter-wrapper pre, .jupyter-wrapper .highlight-ipynb pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .md-typeset img, .jupyter-wrapper .jp-OutputArea-output img { max-width: 100%; height: auto; }
@@ -190,12 +189,11 @@ def build_docs(profile: str = "smoke", out: str = "_site", root=None, execute: b
             print(f"executing {src.name}", flush=True)
             nb = execute_notebook(src); cache.update(save_outputs(nb, cache_dir / f"{src.stem}.json"))
         nb = nbformat.read(str(src), as_version=4)
-        got = restore_outputs(nb, cache)
-        code = sum(c.cell_type == "code" and not c.source.lstrip().startswith(("#| hide", "#|hide", "#| export")) for c in nb.cells)
-        if not got and code: stale.append(src.name)
+        restore_outputs(nb, cache)
+        if not (cache_dir / f"{src.stem}.json").is_file(): stale.append(src.name)
         nbformat.write(prepare_notebook(nb), str(stage / "api" / src.name))
         nav_api.append({_title(nb, src.stem): f"api/{src.name}"})
-    if stale: print(f"no stored outputs for {', '.join(stale)}: `sslmed docs` (executing) refreshes docs/outputs/", flush=True)
+    if stale: print(f"never stored: the outputs of {', '.join(stale)} (`sslmed docs` without --no-execute stores them in docs/outputs/)", flush=True)
     for src in sorted((root / "nbs" / "experiments").glob("*.ipynb")):
         if src.name.startswith("_"): continue
         nb, has = experiment_page(src, profile, root)
