@@ -304,7 +304,7 @@ def save_checkpoints(r: Run, done: int):
                     config=asdict(cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix)
 
 def finish_run(r: Run) -> dict:
-    "Write backbone.pt — the SWA average when kept — and return the run's summary."
+    "Write backbone.pt and backbone.safetensors — the SWA average when kept — and return the run's summary."
     path = r.out / "backbone.pt"
     if r.main: save_backbone(path, r.swa.module if r.swa is not None else r.method.backbone())
     if not r.method.trainable: return {"out_dir": str(r.out), "steps": 0, "backbone": str(path)}
