@@ -14,21 +14,22 @@ import pandas as pd
 import torch
 import yaml
 from torch import nn
-from .core import atomic_path, file_lock, files_digest, project_root
+from .core import atomic_path, files_digest, project_root
 from .data.core import DataError, Quarantine
 from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .config import TrainConfig, recipe
-from .runs import load_backbone, config_key, code_digest, same_run
-from .train import fit
+from .runs import load_backbone, code_digest, run_dir
+from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'pretrain', 'load_run',
-           'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map', 'grid_cell', 'run_cells',
-           'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task',
-           'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots',
-           'label_balance', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'profile_cards', 'Preprocessed', 'run_device', 'as_overrides',
+           'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map',
+           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec',
+           'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval',
+           'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset', 'check_data',
+           'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -60,6 +61,19 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     make = dom.datasets[name]
     kw = {k: v for k, v in kw.items() if k != "split"}
     return make(root=root_dir, split=tr, **{**kw, **extra}), make(root=root_dir, split=te, **{**kw, **extra})
+
+# %% ../nbs/40_protocols.ipynb #d9807463
+def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
+    "The data cards of the datasets `profile` trains and evaluates `domains` on (default: every registered domain), each once."
+    cards = []
+    for d in (list_domains() if domains is None else domains):
+        dom, f = get_domain(d), Path(root or project_root()) / "recipes" / recipe_profile(profile) / f"{d}.yaml"
+        methods = sorted((yaml.safe_load(f.read_text()) or {}).get("methods") or {}) if f.is_file() else []
+        name = _data_kw(d, profile, root)[0]
+        for n in [*(recipe(d, m, recipe_profile(profile), root=root).dataset for m in methods), dom.eval_dataset.get(name, (name, {}))[0]]:
+            if n not in dom.cards: raise ValueError(f"domain {d!r} names no data card for its dataset {n!r} (Domain.cards)")
+            if dom.cards[n] not in cards: cards.append(dom.cards[n])
+    return cards
 
 # %% ../nbs/40_protocols.ipynb #9a8304f4
 class Preprocessed(nn.Module):
@@ -93,15 +107,9 @@ def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, ov
     "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
     root = Path(root or project_root())
     cfg = recipe(domain, method, recipe_profile(profile), [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
-    out = root / "runs" / "train" / profile / domain / f"{method}_s{seed}_{config_key(cfg)}_{code_digest(root)}"
-    cfg.out_dir = str(out)
-    saved = out / "config.yaml"
-    with file_lock(out.parent / f".{out.name}.lock"):  # notebooks run with --jobs may ask for the same run at once
-        if (out / "backbone.pt").is_file() and saved.is_file() and same_run(yaml.safe_load(saved.read_text()), cfg):
-            return out
-        cfg.overwrite = out.exists()  # an unfinished run of this config (killed, or from a failed notebook): start it again
-        fit(cfg)
-    return out
+    cfg.out_dir = str(run_dir(cfg, profile, root))  # the run store: where sslmed train --recipe, torchrun and srun put it too
+    ensure_trained(cfg)  # reused when finished; resumed when killed or stopped; another notebook training it: waited for
+    return Path(cfg.out_dir)
 
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     "A run's config and its metrics.csv (None for the untrained baseline)."

@@ -963,7 +963,7 @@ NEURO_SEED_KEYS = {
     "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
     "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": Fixed(None, "sslmed checkpoints every ckpt_every steps: set ckpt_every"),
     "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": Ignored("an sslmed checkpoint records its backbone's prefix"),
-    "training.resume_checkpoint": "resume_from", "infra.num_gpus": Ignored("torchrun sets the processes"), "infra.num_nodes": Ignored("torchrun sets the processes"),
+    "training.resume_checkpoint": "resume_from", "infra.num_gpus": "procs_per_node", "infra.num_nodes": "nodes",
     "infra.wandb_project": ("wandb", bool)}
 # the guide also spells these at the top level of `loader` and `dataset`, and `loader` inside `data`
 for _k, _v in list(NEURO_SEED_KEYS.items()):
@@ -988,4 +988,7 @@ DOMAIN = register_domain(Domain(
     encoder="vit3d_base", study_key="study", real_splits={"neuro_studies": ("train", "test")},
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
     eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
-    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS))
+    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS,
+    cards={"phantom": "phantom_neuro", "neuro_studies": "neuro_studies"},
+    checks=dict(phantom=dict(size=32, n_series=1), views=dict(size=8, local_size=4, n_local=1),  # one series per study: independent items
+                shapes=[(1, 8, 8, 8)] * 2 + [(1, 4, 4, 4)], unit_range=True, labels={"findings": 0.4})))
