@@ -16,6 +16,10 @@ __all__ = ['DRY_RUN', 'atomic_path', 'atomic_write_text', 'atomic_write_json', '
            'rehearsed_profile', 'assert_margin']
 
 # %% ../nbs/00_core.ipynb #fc1d2662
+def _umask() -> int:
+    "The process's umask (read by setting it back)."
+    m = os.umask(0); os.umask(m); return m
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
     "Yield a temporary path beside `path`; on success rename it over `path`, on error remove it."
@@ -25,6 +29,7 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
