@@ -18,7 +18,7 @@ from .core import atomic_path, file_lock, files_digest, project_root
 from .data.core import DataError, Quarantine, ReaderDataset
 from .domain import get_domain, list_domains
 from .features import dataset_labels
-from .config import TrainConfig, recipe
+from .config import TrainConfig, recipe, saved_config
 from .runs import load_backbone, config_key, code_digest, same_run
 from .train import fit
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
@@ -107,7 +107,7 @@ def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, ov
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     "A run's config and its metrics.csv (None for the untrained baseline)."
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    cfg = saved_config(run_dir / "config.yaml")  # a GPU run read back on a CPU machine too
     m = run_dir / "metrics.csv"
     return cfg, (pd.read_csv(m) if m.is_file() else None)
 

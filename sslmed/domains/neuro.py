@@ -40,8 +40,8 @@ from ..data.core import cache_root
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
            'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'raw_nifti_header',
-           'check_pixdim', 'nifti_volume', 'read_nifti', 'is_dicom_file', 'regular_slices', 'dicom_volume',
-           'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom', 'is_sheared', 'to_canonical',
+           'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file', 'regular_slices',
+           'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom', 'to_canonical',
            'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
            'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
            'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views',
@@ -408,9 +408,18 @@ def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     return data, check_affine(affine, p)
 
 # %% ../../nbs/domains/14_neuro.ipynb #cec4b0d4
+def is_sheared(affine, tol: float = 1e-4) -> bool:
+    "Whether the voxel axes of `affine` are not perpendicular (a gantry tilt): the largest |cos| between two of them exceeds `tol`."
+    a = np.asarray(affine, np.float64)[:3, :3]
+    u = a / np.linalg.norm(a, axis=0)
+    return bool(np.abs(u.T @ u - np.eye(3)).max() > tol)
+
 def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
     data, affine = nifti_volume(path)
+    if is_sheared(affine):  # stored voxels of a sheared grid have no spacing per axis: they must be resampled
+        raise DataError(path, "affine", "sheared voxel axes (a gantry tilt): read_nifti returns stored voxels, which would be "
+                                        "distorted; read it with to_canonical(*nifti_volume(path), spacing), which resamples")
     ornt = nib.orientations.io_orientation(affine)  # stored axes → closest RAS+ axes, as `as_closest_canonical`
     data = nib.orientations.apply_orientation(data, ornt)
     zooms = np.linalg.norm(affine[:3, :3], axis=0)[ornt[:, 0].astype(int).argsort()]
@@ -584,26 +593,14 @@ def head_phantom(shape=(6, 16, 14), bleed: bool = True, seed: int = 0) -> np.nda
 AXCODES = "SPL"  # display order: inferior→superior, anterior→posterior, patient right→left
 AIR_HU = -1024.0
 
-def is_sheared(affine, tol: float = 1e-4) -> bool:
-    "Whether the voxel axes of `affine` are not perpendicular (a gantry tilt): the largest |cos| between two of them exceeds `tol`."
-    a = np.asarray(affine, np.float64)[:3, :3]
-    u = a / np.linalg.norm(a, axis=0)
-    return bool(np.abs(u.T @ u - np.eye(3)).max() > tol)
-
-def to_canonical(vol: np.ndarray, affine, spacing: Sequence[float] | None = None, file="<volume>") -> tuple[np.ndarray, tuple]:
+def to_canonical(vol: np.ndarray, affine, spacing: Sequence[float] | None = None) -> tuple[np.ndarray, tuple]:
     "`vol` (stored axes, RAS `affine`) in display order (D, H, W), resampled to `spacing` (dz, dy, dx) mm: MONAI `Orientation`, `Spacing`."
     from monai.data import MetaTensor
     from monai.transforms import Orientation, Spacing
     x = MetaTensor(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None], affine=torch.as_tensor(affine, dtype=torch.float64))
-    orient = Orientation(axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))
-    resample = lambda pixdim, diagonal: Spacing(pixdim=tuple(float(s) for s in pixdim), mode="bilinear", padding_mode="border",
-                                                diagonal=diagonal, dtype=np.float32)
-    if is_sheared(affine):  # a sheared grid is no grid of boxes: resample the whole affine onto world axes, then reorder
-        if spacing is None: raise DataError(file, "affine", "sheared voxel axes (gantry tilt) need a target spacing to be resampled")
-        x = orient(resample(tuple(spacing)[::-1], True)(x))  # world axes R, A, S take (dx, dy, dz)
-    else:
-        x = orient(x)
-        if spacing is not None: x = resample(spacing, False)(x)
+    x = Orientation(axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))(x)
+    if spacing is not None:  # MONAI resamples through the full affine: a sheared grid (gantry tilt) comes out on perpendicular axes
+        x = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border", dtype=np.float32)(x)
     return np.ascontiguousarray(x[0].numpy(), dtype=np.float32), tuple(float(s) for s in x.pixdim)
 
 # %% ../../nbs/domains/14_neuro.ipynb #3913c720
@@ -807,7 +804,7 @@ def preprocess(self: NeuroStudies, it: dict) -> dict:
     if modality is None:
         raise DataError(it["path"], "modality", f"unknown: not in mode_mapping, no DICOM Modality, no ct/mr/t1/t2/flair in the "
                                                 f"name and no air in HU; map it: mode_mapping={{{it['study']!r}: 'ct' or 'mri'}}")
-    vol, spacing = to_canonical(vol, affine, self.spacing, it["path"])
+    vol, spacing = to_canonical(vol, affine, self.spacing)
     vol = check_hu(vol, it["path"]) if modality == "ct" else mr_to_pseudo_hu(vol, it["path"])
     vol, mask = crop_to_head(vol, self.crop, it["path"])
     return {"volume": torch.from_numpy(vol)[None].to(torch.float16), "mask": torch.from_numpy(mask),
