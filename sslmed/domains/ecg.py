@@ -271,6 +271,7 @@ def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: S
 
 def check_mv_range(x: np.ndarray, file, field: str, leads: Sequence[str] = STANDARD_LEADS, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
     "`x` (leads, T) in mV unchanged if every sample lies within ±`max_abs_mv`: the one physical range of every ECG reader."
+    if not x.size or -max_abs_mv <= x.min() and x.max() <= max_abs_mv: return x  # two reductions, no temporary: the common case
     big = np.abs(x) > max_abs_mv
     if big.any():
         lead = int(np.nonzero(big.any(1))[0][0])
