@@ -61,8 +61,10 @@ _dry_run = dry_run  # the function, under a name that the flag of the same name 
 # %% ../nbs/46_cli.ipynb #82104fb1
 @call_parse
 def readme():
-    "Write README.md from nbs/index.ipynb."
+    "Write README.md from nbs/index.ipynb, and the index of data_cards/README.md from the domain registry."
+    from sslmed.paper import readme_cards
     atomic_write_text(project_root() / "README.md", readme_from_index())
+    atomic_write_text(project_root() / "data_cards" / "README.md", readme_cards())
     return 0
 
 @call_parse

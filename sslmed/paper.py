@@ -14,9 +14,10 @@ from .core import (atomic_path, atomic_write_json, atomic_write_text, device_inf
 from .core import DRY_RUN, rehearsed_profile
 
 # %% auto #0
-__all__ = ['PAPER_IDS', 'VOLATILE', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters', 'load_profile',
-           'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name', 'run_notebook', 'library_digest',
-           'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
+__all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line', 'Artifacts', 'list_experiments',
+           'notebook_parameters', 'load_profile', 'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name',
+           'run_notebook', 'library_digest', 'input_digest', 'run_paper', 'dry_run', 'readme_from_index', 'cards_index',
+           'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 7)) + tuple(f"F{i}" for i in range(1, 9))
@@ -106,13 +107,19 @@ def _profile_file(profile: str, name: str, root: Path, chain=()) -> dict:
     if base in (*chain, profile): raise ValueError(f"{f}: based_on {base!r} makes a cycle {[*chain, profile, base]}")
     return {**_profile_file(base, name, root, (*chain, profile)), **params}
 
+def _shared_params(profile: str, root: Path) -> dict:
+    "`profiles/<profile>/_shared.yaml`: values that every notebook of the profile declaring them takes (e.g. the smoke sizes)."
+    f = root / "nbs" / "experiments" / "profiles" / profile / "_shared.yaml"
+    return _profile_file(profile, "_shared", root) if f.is_file() else {}
+
 def load_profile(profile: str, name: str, root=None, extra: dict | None = None) -> dict:
     "Parameters of experiment `name` under `profile` (and `extra` ones), checked against those the notebook declares."
     root = Path(root or project_root())
     nb = root / "nbs" / "experiments" / f"{name}.ipynb"
     if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; known: {list_experiments(root)}")
     declared = notebook_parameters(nb)
-    params = {**_profile_file(profile, name, root), **(extra or {})}
+    shared = {k: v for k, v in _shared_params(profile, root).items() if k in declared}
+    params = {**shared, **_profile_file(profile, name, root), **(extra or {})}
     unknown = sorted(set(params) - set(declared))
     if unknown: raise ValueError(f"profile {profile}/{name}.yaml: unknown parameter(s) {unknown}; {name}.ipynb declares {sorted(declared)}")
     return {**params, "profile": profile}
@@ -264,3 +271,31 @@ def readme_from_index(root=None) -> str:
             text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in c.get("outputs", []))
             if text.strip(): parts.append(f"```\n{text.rstrip()}\n```")
     return "\n\n".join(parts) + "\n"
+
+# %% ../nbs/44_paper.ipynb #1a0c1e09
+CARDS_BEGIN, CARDS_END = "<!-- cards: generated from the domain registry by `sslmed readme`; edit Domain.cards -->", "<!-- /cards -->"
+
+def cards_index(root=None) -> str:
+    "The tables of `data_cards/README.md` from the registry: every domain's real datasets and its phantom, each with its card."
+    from sslmed.domain import get_domain, list_domains
+    root = Path(root or project_root())
+    def title(card):
+        f = root / "data_cards" / f"{card}.md"
+        return f.read_text().splitlines()[0].lstrip("# ").strip() if f.is_file() else "(no such card)"
+    def name(factory): obj = getattr(factory, "cls", factory); return f"`{obj.__module__}.{obj.__qualname__}`"
+    real, phantoms = ["| card | dataset | domain | reader |", "|---|---|---|---|"], ["| card | phantom | domain |", "|---|---|---|"]
+    for d in list_domains():
+        dom = get_domain(d)
+        for ds, card in dom.cards.items():
+            link = f"[{card}.md]({card}.md)"
+            if ds == "phantom": phantoms.append(f"| {link} | {name(dom.datasets[ds])} | {d} |")
+            else: real.append(f"| {link} | {title(card)} | {d} | {name(dom.datasets[ds])} |")
+    return "\n".join([CARDS_BEGIN, "## Real datasets (full profile)", "", *real, "", "## Procedural phantoms (smoke and demo profiles)", "",
+                      *phantoms, CARDS_END])
+
+def readme_cards(root=None) -> str:
+    "`data_cards/README.md` with the tables between its markers made again by `cards_index`."
+    root = Path(root or project_root())
+    text = (root / "data_cards" / "README.md").read_text()
+    if CARDS_BEGIN not in text or CARDS_END not in text: raise ValueError(f"{root / 'data_cards/README.md'} lacks the markers {CARDS_BEGIN!r} … {CARDS_END!r}")
+    return text[:text.index(CARDS_BEGIN)] + cards_index(root) + text[text.index(CARDS_END) + len(CARDS_END):]
