@@ -15,21 +15,21 @@ import torch
 import yaml
 from torch import nn
 from .core import atomic_path, files_digest, project_root
-from .data.core import DataError, Quarantine
+from .data.core import DataError, Quarantine, ReaderDataset
 from .domain import get_domain, list_domains
 from .features import dataset_labels
-from .config import TrainConfig, recipe
+from .config import TrainConfig, recipe, saved_config
 from .runs import load_backbone, code_digest, run_dir
 from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'profile_cards', 'Preprocessed', 'run_device', 'as_overrides',
-           'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs', 'parallel_map',
-           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec',
-           'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval',
-           'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset', 'check_data',
-           'fixture_writer', 'write_fixtures']
+__all__ = ['MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets', 'profile_cards',
+           'Preprocessed', 'run_device', 'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks',
+           'evaluate', 'default_jobs', 'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline',
+           'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds',
+           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value',
+           'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -114,7 +114,7 @@ def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, ov
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     "A run's config and its metrics.csv (None for the untrained baseline)."
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    cfg = saved_config(run_dir / "config.yaml")  # a GPU run read back on a CPU machine too
     m = run_dir / "metrics.csv"
     return cfg, (pd.read_csv(m) if m.is_file() else None)
 
@@ -474,33 +474,66 @@ def _compact(counts: Counter, top: int = 3) -> str:
     more = len(counts) - len(items)
     return " ".join(f"{k}:{v}" for k, v in items) + (f" +{more} more" if more > 0 else "")
 
+MAX_LABEL_COLUMNS, SHOWN_CLASSES, CELL_WIDTH = 64, 12, 160  # a longer vector is no class label; the table stays a page long
+
+def label_value(labels, key: str | None):
+    "Item label `key` as an array if it is a class label (a scalar, or a vector of at most 64 entries); else None (a mask, a volume)."
+    v = labels.get(key) if isinstance(labels, dict) and key is not None else None
+    if v is None: return None
+    a = np.asarray(v.numpy() if torch.is_tensor(v) else v)
+    return a if a.ndim == 0 or (a.ndim == 1 and a.size <= MAX_LABEL_COLUMNS) else None
+
 def label_balance(labels: list) -> str:
-    "Class counts of integer labels, or positives per column of multi-hot labels, compactly."
+    "Class counts of integer labels, or positives per column of multi-hot labels: at most 12 of either, whatever the cohort."
     if not labels: return "unlabelled"
     y = np.stack([np.asarray(v) for v in labels])
-    if y.ndim == 1: return " ".join(f"{int(k)}:{int(n)}" for k, n in zip(*np.unique(y, return_counts=True)))
-    return "pos/col " + " ".join(str(int(n)) for n in y.reshape(len(y), -1).sum(0))
+    if y.ndim == 1:
+        k, n = np.unique(y, return_counts=True)
+        if len(k) <= SHOWN_CLASSES: return " ".join(f"{int(a)}:{int(b)}" for a, b in zip(k, n))
+        return _compact(Counter(dict(zip(map(int, k), map(int, n)))), SHOWN_CLASSES)
+    pos = y.reshape(len(y), -1).sum(0).astype(int)
+    more = f" +{len(pos) - SHOWN_CLASSES} more columns" if len(pos) > SHOWN_CLASSES else ""
+    return "pos/col " + " ".join(map(str, pos[:SHOWN_CLASSES])) + more
+
+def cell(value, width: int = CELL_WIDTH) -> str:
+    "A table cell: one line of at most `width` characters (a longer text ends in '…')."
+    s = " ".join(str(value).split())
+    return s if len(s) <= width else s[:width - 1] + "…"
 
 def shape_of(x) -> str:
     "`C×H×W`-style shape of an item's data."
     return "×".join(str(int(n)) for n in getattr(x, "shape", ()))
 
 # %% ../nbs/40_protocols.ipynb #c0a1d016
+def _scan_reader(ds: ReaderDataset, visit, limit: int | None, q: Quarantine) -> tuple[int, int]:
+    "One pass of a skip-mode reader: `(listed, failed)`; a whole pass also settles it (the failures removed), a partial one does not."
+    listed, n0 = len(ds._items), len(ds.quarantine)
+    if limit is None or limit >= listed: lost = ds.lost; ds.settle(visit, warn=False, all_errors=True); failed = ds.lost - lost
+    else: failed = len(ds.scan(visit, limit, warn=False, all_errors=True))
+    if ds.quarantine is not q: q.extend(ds.quarantine[n0:])
+    return listed, failed
+
 def scan_dataset(ds, label_key: str | None = None, limit: int | None = None, quarantine: Quarantine | None = None) -> dict:
-    "Load each item of a reader once: item count, label balance, shape histogram; failures go to `quarantine`."
+    "Load each item of a reader once: items listed, loaded, label balance (label `label_key` only), shapes; failures go to `quarantine`."
     q = quarantine if quarantine is not None else Quarantine()
-    n0, labels, shapes = len(q), [], Counter()
-    n = len(ds) if limit is None else min(limit, len(ds))
-    for i in range(n):
-        try: x, lab = ds.load(i) if hasattr(ds, "load") else ds[i]
-        except DataError as e: q.add(e, warn=False); continue
-        except Exception as e:  # a reader bug, not bad data: recorded so that the preflight still covers every dataset
-            q.add(DataError(f"{type(ds).__name__}[{i}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}"), warn=False); continue
+    labels, shapes = [], Counter()
+    def visit(x, lab):
         shapes[shape_of(x)] += 1
-        if isinstance(lab, dict) and lab:
-            v = lab.get(label_key, next(iter(lab.values())))
-            labels.append(v.numpy() if torch.is_tensor(v) else v)
-    return dict(items=len(ds), loaded=n - (len(q) - n0), balance=label_balance(labels), sizes=_compact(shapes), corrupt=len(q) - n0)
+        v = label_value(lab, label_key)
+        if v is not None: labels.append(v)
+    if isinstance(ds, ReaderDataset) and not ds._settled:  # skip mode: this pass is the one that removes the bad items
+        n, failed = _scan_reader(ds, visit, limit, q)
+        n = n if limit is None else min(limit, n)
+    else:
+        n, failed = len(ds) if limit is None else min(limit, len(ds)), 0
+        for i in range(n):
+            try: visit(*(ds.load(i) if hasattr(ds, "load") else ds[i]))
+            except DataError as e: q.add(e, warn=False); failed += 1
+            except Exception as e:  # a reader bug, not bad data: recorded so that the preflight still covers every dataset
+                q.add(DataError(f"{type(ds).__name__}[{i}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}"), warn=False)
+                failed += 1
+    listed = len(ds._items) + ds.lost if isinstance(ds, ReaderDataset) else len(ds)  # never settles a partly scanned reader
+    return dict(items=listed, loaded=n - failed, balance=cell(label_balance(labels)), sizes=cell(_compact(shapes)), corrupt=failed)
 
 # %% ../nbs/40_protocols.ipynb #c0a1d018
 _OWN_POLICY = ("on_error", "quarantine", "quarantine_log")  # the preflight skips and records bad items itself
@@ -519,10 +552,11 @@ def check_data(profile: str = "full", out_csv=None, limit: int | None = None, ro
                 kw = {k: v for k, v in s["kw"].items() if k not in _OWN_POLICY}
                 ds = dom.datasets[s["dataset"]](root=where, on_error="skip", quarantine=q, **kw)
                 row.update(scan_dataset(ds, dom.label_key, limit, q), corrupt=len(q))  # also those skipped while opening
-            except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False)
+            except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False, split=s["kw"].get("split", ""))
             except (TypeError, ValueError, OSError) as e: row["error"] = f"{type(e).__name__}: {e}"
         else: row["error"] = f"${s['env']} is unset"
-        rows.append(row)
+        row["lost"] = " ".join(f"{k or '-'}:{v}" for k, v in q.lost().items())  # items each split lost
+        rows.append({k: cell(v) if isinstance(v, str) and k != "args" else v for k, v in row.items()})  # args: the key into the CSV
         bad += [dict(dataset=s["dataset"], args=row["args"], **r._asdict()) for r in q]
     summary = pd.DataFrame(rows)
     quarantined = pd.DataFrame(bad, columns=["dataset", "args", *Quarantine.columns])

@@ -15,15 +15,55 @@ import torch
 from torch import nn
 from .core import atomic_path, atomic_write_text, files_digest, project_root
 from .domain import get_domain, list_domains
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, saved_config
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES', 'TRAINING_HELPERS',
-           'NOT_TRAINING', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
-           'portable', 'save_backbone', 'load_encoder_weights', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger',
-           'RunLocked', 'lock_holder', 'locked_error', 'run_lock', 'lock_in_use', 'stale_temp_files', 'run_contents',
-           'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'declared_world', 'config_key', 'code_digest',
-           'same_run', 'training_modules', 'code_text', 'training_code_digest', 'launched_world', 'run_dir']
+           'NOT_TRAINING', 'WriteError', 'write_atomically', 'save_torch', 'CheckpointError', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights',
+           'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'RunLocked', 'lock_holder', 'locked_error', 'run_lock',
+           'lock_in_use', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint', 'open_run_dir',
+           'declared_world', 'config_key', 'code_digest', 'same_run', 'training_modules', 'code_text',
+           'training_code_digest', 'launched_world', 'run_dir']
+
+# %% ../nbs/22_runs.ipynb #64199f2b
+class WriteError(OSError):
+    "A file that could not be written; the message names the path, the cause and what is still on disk."
+
+def _survivors(path: Path) -> str:
+    "What a failed write left intact: the previous file at `path`, if any, and the other `.pt` files beside it."
+    prev = f"the previous {path.name} is intact ({path.stat().st_size} bytes)" if path.is_file() else f"there was no earlier {path.name}"
+    others = sorted(p.name for p in path.parent.glob("*.pt") if p.name != path.name and not p.name.startswith(".")) if path.parent.is_dir() else []
+    return prev + (f"; also on disk: {', '.join(others[:8])}{' …' if len(others) > 8 else ''}" if others else "")
+
+def write_atomically(path, write) -> Path:
+    "`write(tmp)` then rename over `path` (`atomic_path`); any failure to write is a `WriteError` naming `path` and what survived."
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp: write(tmp)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        cause = " ".join(str(e).split())[:300]
+        raise WriteError(f"cannot write {path} ({type(e).__name__}: {cause}); nothing was replaced: {_survivors(path)}") from e
+    return path
+
+class _Sink:
+    "A binary file whose `write` keeps the OSError it raised: torch's zip writer reports it as a RuntimeError without the errno."
+    def __init__(self, f): self.f, self.error = f, None
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+    def flush(self): return self.f.flush()
+
+def save_torch(obj, path) -> Path:
+    "`torch.save(obj, path)` atomically; a write the OS refuses (ENOSPC, EFBIG) is a `WriteError` giving that cause, the path and the survivors."
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            sink = _Sink(f)
+            try: torch.save(obj, sink)
+            except RuntimeError:
+                if sink.error is not None: raise sink.error from None  # the OS's own reason, not the zip writer's position check
+                raise
+    return write_atomically(path, write)
 
 # %% ../nbs/22_runs.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -50,8 +90,7 @@ def set_rng_state(st: dict):
 
 def save_checkpoint(path, **state) -> Path:
     "Atomically write `state` (tensors and plain values) with the format marker."
-    with atomic_path(path) as tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp)
-    return Path(path)
+    return save_torch({"format": CKPT_FORMAT, **state}, path)
 
 def _safe_load(path, map_location="cpu"):
     from sslmed.encoders import weights_file, load_weights
@@ -87,7 +126,7 @@ def save_backbone(path, encoder: nn.Module) -> Path:
     from sslmed.encoders import save_weights
     save_weights(Path(path).with_suffix(".safetensors"), cpu)  # the pickle-free twin, read first by every loader
     if Path(path).suffix != ".safetensors":
-        with atomic_path(path) as tmp: torch.save(cpu, tmp)
+        save_torch(cpu, path)  # a failed write names the path, the cause and what survived
     return Path(path)
 
 # %% ../nbs/22_runs.ipynb #a1c0e010
@@ -113,9 +152,9 @@ def load_backbone(path, device="cpu", config=None) -> nn.Module:
     from sslmed.encoders import create_encoder
     path = Path(path)
     ck = _safe_load(path)
-    if config is not None: cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config)
-    elif _is_marked(ck) and "config" in ck: cfg = TrainConfig.from_dict(ck["config"], source=str(path))
-    elif (path.parent / "config.yaml").is_file(): cfg = TrainConfig.from_yaml(path.parent / "config.yaml")
+    if config is not None: cfg = config if isinstance(config, TrainConfig) else saved_config(config)
+    elif _is_marked(ck) and "config" in ck: cfg = saved_config(ck["config"], str(path))
+    elif (path.parent / "config.yaml").is_file(): cfg = saved_config(path.parent / "config.yaml")
     else: raise FileNotFoundError(f"{path} is a plain state dict and its run's config.yaml is not beside it: pass config=")
     enc = create_encoder(cfg.encoder, get_domain(cfg.domain).in_chans, **cfg.encoder_kw)
     return load_encoder_weights(enc, ck, name=path).to(device).eval()

@@ -24,7 +24,7 @@ from .config import recipe as _recipe  # `train`'s --recipe names the domain
 from .runs import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, save_backbone, load_encoder_weights,
                          check_out_dir, resume_checkpoint, open_run_dir, RunLogger, CheckpointError, RunLocked, run_lock,
                          run_contents, same_run, declared_world, launched_world, run_dir)
-from .samplers import ResumableBatches, PairBatches, StudyBatches, study_ids
+from .samplers import ResumableBatches, PairBatches, StudyBatches, study_ids, check_one_batch
 from .optim import build_optimizer, warmup_cosine
 
 # %% auto #0
@@ -208,7 +208,9 @@ def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, devic
         labels = as_class_ids(torch.as_tensor(dataset_labels(ds, get_domain(cfg.domain).label_key))).numpy()
         order = PairBatches(labels, cfg.batch_size, cfg.steps, cfg.seed, rank, world, start, cfg.accum_steps)
     elif cfg.sampler == "study": order = StudyBatches(study_ids(ds, get_domain(cfg.domain)), cfg.batch_size, cfg.seed, rank, world, cfg.accum_steps)
-    else: order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
+    else:
+        check_one_batch(ds, cfg.batch_size, cfg.accum_steps, world)  # the error names batch_size, accum_steps and the world size
+        order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda",  # its own seed,
                                          generator=torch.Generator().manual_seed(_seed(cfg.seed, start, "loader", rank)))  # not a draw of the global RNG

@@ -401,7 +401,8 @@ class ARCADE(ReaderDataset):
         data = verify_png(path.read_bytes(), path)
         try:
             with Image.open(io.BytesIO(data)) as pim: size = pim.size
-        except (OSError, SyntaxError, ValueError) as e: raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
+        except Exception as e:  # whatever PIL raises (DecompressionBombError for a header claiming a huge frame included)
+            raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
         if size != (w, h): raise DataError(path, "size", f"image is {size[0]}x{size[1]} (WxH), {f.name} says {w}x{h}")
         anns = []
         for a in per_image[im["id"]]:
@@ -474,6 +475,7 @@ class ARCADEFrames(ImageFiles):
     "Unlabeled ARCADE frames for pretraining: `(x (1, size, size), {})`, each PNG's CRCs checked (`read_frame`)."
     def __init__(self, paths, size: int | None = None, transform: Callable | None = None, on_error: str = "raise",
                  quarantine: Quarantine | None = None):
+        self.split = "pretrain"  # named in the quarantine records of these frames
         super().__init__(paths, "L", transform, on_error, quarantine)
         self.size = None if size is None else check_int(size, "size", low=8)
 

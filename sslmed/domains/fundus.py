@@ -492,6 +492,7 @@ class APTOS(GradedImages):
         rows = self._nonempty(self._check(df.to_dict("records"), grade), "rows of train.csv")
         if not d.is_dir(): raise DataError(d, "train_images", "image folder not found; expected layout in data_cards/aptos2019.md")
         parts = stratified_split([r["id"] for r in rows], [r["grade"] for r in rows], val_frac, test_frac, seed)
+        if split != "all" and not parts[split]: raise self._empty_split(f, split, rows, val_frac, test_frac)
         keep, index = set(parts[split]) if split != "all" else {r["id"] for r in rows}, image_index(d)
         return self._check([r for r in rows if r["id"] in keep], lambda r: {**r, "path": match_image(index, d, r["id"], f, "id_code")})
 
@@ -504,9 +505,21 @@ class APTOS(GradedImages):
             return []
         train, test = part("train"), part("test")
         check_unique([r["id"] for r in self._nonempty(train + test, "images in train/0…4, test/0…4")], self.root, "image")  # one image in train/ and test/: a leak
-        if split in ("test", "all"): return test if split == "test" else train + test
+        if split in ("test", "all"):
+            if split == "test" and not test: raise DataError(self.root / "test", "split", "split 'test' is empty: test/0…4 hold no image")
+            return test if split == "test" else train + test
         keep = set(stratified_split([r["id"] for r in train], [r["grade"] for r in train], val_frac, 0.0, seed)[split])
+        if not keep: raise self._empty_split(self.root / "train", split, train, val_frac, 0.0)
         return [r for r in train if r["id"] in keep]
+
+    @staticmethod
+    def _empty_split(file, split: str, rows: list, val_frac: float, test_frac: float) -> DataError:
+        "The error for a requested split that the stratified split leaves empty: its size, the fractions and the grades' sizes."
+        grades, counts = np.unique([r["grade"] for r in rows], return_counts=True)
+        sizes = {int(g): int(n) for g, n in zip(grades, counts)}
+        return DataError(file, "split", f"split {split!r} is empty (0 of {len(rows)} graded images): the stratified split "
+                                        f"(val_frac={val_frac}, test_frac={test_frac}, per grade) gives it none of any grade; "
+                                        f"images per grade {sizes}. Use more images, larger fractions, or split='all'")
 
 # %% ../../nbs/domains/13_fundus.ipynb #e4a56f24
 EYEPACS_SOURCE = "https://www.kaggle.com/competitions/diabetic-retinopathy-detection (Kaggle competition rules; no redistribution)"

@@ -39,12 +39,13 @@ from ..data.core import cache_root
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
-           'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'nifti_volume', 'read_nifti',
-           'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
-           'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
-           'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies',
-           'write_neuro_fixture', 'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows',
-           'volume_views', 'neuro_eval', 'neuro_seed_overrides']
+           'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'raw_nifti_header',
+           'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file', 'regular_slices',
+           'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom', 'to_canonical',
+           'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
+           'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
+           'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views',
+           'neuro_eval', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -375,13 +376,31 @@ def check_affine(affine, file) -> np.ndarray:
         raise DataError(file, "affine", "its voxel axes are (nearly) parallel: the matrix is singular")
     return a
 
+def raw_nifti_header(path) -> nib.Nifti1Header:
+    "A NIfTI-1 or -2 header exactly as stored: `nib.load` mends some fields (a zero pixdim becomes 1) before anyone sees them."
+    with nib.openers.ImageOpener(path) as f:
+        size = f.read(4)
+        f.seek(0)
+        two = 540 in (int.from_bytes(size, "little"), int.from_bytes(size, "big"))
+        return (nib.Nifti2Header if two else nib.Nifti1Header).from_fileobj(f, check=False)
+
+def check_pixdim(header, file) -> np.ndarray:
+    "The stored voxel sizes `pixdim[1:4]` if the affine is built from them (sform_code 0) and each is finite and non-zero; else a `DataError`."
+    pixdim, sform, qform = np.asarray(header["pixdim"][1:4], np.float64), int(header["sform_code"]), int(header["qform_code"])
+    if sform == 0 and not (np.isfinite(pixdim).all() and (np.abs(pixdim) > 1e-6).all()):
+        raise DataError(file, "pixdim", f"voxel sizes {pixdim.tolist()} mm as stored (sform_code 0, qform_code {qform}: the affine "
+                                        "is built from them): zero or missing; nibabel would read 1 mm, so the file is refused")
+    return pixdim
+
 def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     "A 3D NIfTI volume as float32 in its stored axis order, header scaling applied, and its checked RAS affine."
     p = require_file(path, "nifti")
     try:
+        check_pixdim(raw_nifti_header(p), p)
         img = nib.load(p)
         affine = img.affine
         data = img.get_fdata(dtype=np.float32)
+    except DataError: raise
     except Exception as e:  # nibabel, gzip and zlib raise many types for corrupt or truncated files
         raise DataError(p, "nifti", f"cannot read ({type(e).__name__}: {e})") from None
     while data.ndim > 3 and data.shape[-1] == 1: data = data[..., 0]
@@ -389,9 +408,18 @@ def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     return data, check_affine(affine, p)
 
 # %% ../../nbs/domains/14_neuro.ipynb #cec4b0d4
+def is_sheared(affine, tol: float = 1e-4) -> bool:
+    "Whether the voxel axes of `affine` are not perpendicular (a gantry tilt): the largest |cos| between two of them exceeds `tol`."
+    a = np.asarray(affine, np.float64)[:3, :3]
+    u = a / np.linalg.norm(a, axis=0)
+    return bool(np.abs(u.T @ u - np.eye(3)).max() > tol)
+
 def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
     data, affine = nifti_volume(path)
+    if is_sheared(affine):  # stored voxels of a sheared grid have no spacing per axis: they must be resampled
+        raise DataError(path, "affine", "sheared voxel axes (a gantry tilt): read_nifti returns stored voxels, which would be "
+                                        "distorted; read it with to_canonical(*nifti_volume(path), spacing), which resamples")
     ornt = nib.orientations.io_orientation(affine)  # stored axes → closest RAS+ axes, as `as_closest_canonical`
     data = nib.orientations.apply_orientation(data, ornt)
     zooms = np.linalg.norm(affine[:3, :3], axis=0)[ornt[:, 0].astype(int).argsort()]
@@ -494,8 +522,10 @@ def dicom_volume(files: Sequence, folder=None) -> tuple[np.ndarray, np.ndarray, 
     ps = [float(v) for v in d0.PixelSpacing]
     first = dict(slices)[kept[0]]
     lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2] = normal * step, iop[3:] * ps[0], iop[:3] * ps[1]
-    lps[:3, 3] = np.array(first.ImagePositionPatient, dtype=np.float64)
+    p0, p1 = (np.array(dict(slices)[f].ImagePositionPatient, dtype=np.float64) for f in (kept[0], kept[-1]))
+    lps[:3, 0] = (p1 - p0) * step / (where[-1] - where[0])  # one step between slices, gantry tilt (shear) included
+    lps[:3, 1], lps[:3, 2] = iop[3:] * ps[0], iop[:3] * ps[1]
+    lps[:3, 3] = p0
     return vol, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, str(d0.get("Modality", ""))
 
 def read_dicom_series(files: Sequence, folder=None) -> tuple[np.ndarray, tuple[float, float, float], str]:
@@ -569,7 +599,7 @@ def to_canonical(vol: np.ndarray, affine, spacing: Sequence[float] | None = None
     from monai.transforms import Orientation, Spacing
     x = MetaTensor(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None], affine=torch.as_tensor(affine, dtype=torch.float64))
     x = Orientation(axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))(x)
-    if spacing is not None:
+    if spacing is not None:  # MONAI resamples through the full affine: a sheared grid (gantry tilt) comes out on perpendicular axes
         x = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border", dtype=np.float32)(x)
     return np.ascontiguousarray(x[0].numpy(), dtype=np.float32), tuple(float(s) for s in x.pixdim)
 
@@ -654,7 +684,7 @@ NEURO_LAYOUT = """<root>/
   <study>/<series>.nii[.gz]            a 3D NIfTI volume (CT in HU, or MR)
   <study>/<series>/<slice>[.dcm]       a DICOM series, one file per slice
 labels_csv: study (or study_id), <finding columns, 0/1>, [split]"""
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: sheared series resampled onto world axes
 
 def _series_of(root: Path, study_dir: Path) -> list[dict]:
     "The NIfTI files and DICOM folders under a study folder; a file whose real path leaves the root is a `DataError`."
@@ -683,6 +713,7 @@ class NeuroStudies(ReaderDataset):
                  spacing: Sequence[float] = (1.5, 1.5, 1.5), max_crop_size: Sequence[int] = (8, 8, 8), patch_size: int = 16,
                  transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
+        self.split = split  # the labels_csv split read (None: every study), named in the quarantine
         self.root = require_root(root, "brain CT/MRI studies", "neuro_studies", NEURO_SOURCE, NEURO_LAYOUT)
         self.mode_mapping = {str(k): self._mode_value(v) for k, v in dict(mode_mapping or {}).items()}
         self.spacing = tuple(float(s) for s in spacing)
