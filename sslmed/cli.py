@@ -105,16 +105,16 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
     "Train one method on one domain (also under torchrun); prints the run's summary."
     import json, os, yaml
     import torch.distributed as dist
-    from sslmed.domain import get_domain, seed_overrides
+    from sslmed.domain import translate_seed
     from sslmed.train import TrainConfig, fit, recipe as make_recipe
     over = list(overrides or [])
     if bool(config) == bool(recipe): raise ValueError("sslmed train: give exactly one of --recipe DOMAIN (with --method) or --config FILE")
     if config: cfg = TrainConfig.from_yaml(config, over)
     else:
-        if not method: raise ValueError("sslmed train: --recipe needs --method")
         if seed_config:
-            seed = yaml.safe_load(open(seed_config)) or {}
-            over = seed_overrides(seed, get_domain(recipe).seed_keys, seed_config) + over
+            method, seed_over = translate_seed(recipe, yaml.safe_load(open(seed_config)) or {}, method, seed_config)
+            over = seed_over + over
+        if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = make_recipe(recipe, method, profile, over)
     try: res = fit(cfg)
     finally:
