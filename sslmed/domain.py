@@ -15,7 +15,8 @@ from .phantoms import Rendered
 
 # %% auto #0
 __all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to',
-           'flatten_keys', 'Fixed', 'Ignored', 'Derived', 'seed_overrides', 'for_methods', 'translate_seed']
+           'flatten_keys', 'Fixed', 'Ignored', 'Derived', 'as_override_value', 'seed_overrides', 'for_methods',
+           'translate_seed']
 
 # %% ../nbs/10_domain.ipynb #76111132
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Domain:
     study_key: str | None = None     # a label grouping items into studies: evaluation also pools them per study (MIL)
     dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
     finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
+    external_tests: dict = field(default_factory=dict) # labelled dataset -> {another dataset of its task: reader kw}: also a test set of its probes
+    finetune_augment: Callable | None = None           # () -> the batch augmentation fine-tuning uses unless told otherwise (seed 002's light one)
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind
@@ -147,6 +150,16 @@ def _same(a, b) -> bool:
 # %% ../nbs/10_domain.ipynb #d6c5bb93
 def _targets(t) -> list: return t if isinstance(t, list) else [] if t is None else [t]
 
+def as_override_value(v) -> str:
+    "`v` as JSON that YAML 1.1 reads back as the same value: a float keeps its '.' (`1.0e-06`; PyYAML reads `1e-06` as a string)."
+    import json, math
+    if isinstance(v, float) and math.isfinite(v):
+        r = repr(v)
+        return r.replace("e", ".0e", 1) if "e" in r and "." not in r.split("e")[0] else r
+    if isinstance(v, (list, tuple)): return "[" + ", ".join(as_override_value(x) for x in v) + "]"
+    if isinstance(v, dict): return "{" + ", ".join(f"{json.dumps(str(k))}: {as_override_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
 def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config", method: str | None = None) -> list[str]:
     "`key=value` overrides from a seed system's config through `seed_keys` (seed key -> key, (key, fn), `Derived`, a list of these, `Fixed`, `Ignored`), for `method`."
     import json
@@ -171,7 +184,7 @@ def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config",
     for d in derived:
         try: out.update(d.fn({**d.defaults, **{k: v for k, v in flat.items() if k in seed_keys}}, method))
         except (ValueError, TypeError) as e: raise ValueError(f"{source}: {e}") from None
-    return [f"{k}={json.dumps(v)}" for k, v in out.items()]
+    return [f"{k}={as_override_value(v)}" for k, v in out.items()]
 def for_methods(key: str, methods, *targets) -> Derived:
     "Seed key `key` as `targets` (keys or (key, fn)) when the method trained is one of `methods` or the seed's own (None); no effect on other methods."
     def fn(s, method):

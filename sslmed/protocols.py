@@ -22,12 +22,12 @@ from .train import TrainConfig, fit, load_backbone, recipe
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'Preprocessed', 'run_device', 'config_key', 'code_digest',
-           'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'default_jobs',
-           'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval',
-           'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
-           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset',
-           'check_data', 'fixture_writer', 'write_fixtures']
+__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'external_datasets', 'Preprocessed', 'run_device', 'config_key',
+           'code_digest', 'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate',
+           'embed_external', 'external_rows', 'default_jobs', 'parallel_map', 'grid_cell', 'run_cells', 'run_grid',
+           'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task',
+           'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots',
+           'label_balance', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/30_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -59,6 +59,16 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     make = dom.datasets[name]
     kw = {k: v for k, v in kw.items() if k != "split"}
     return make(root=root_dir, split=tr, **{**kw, **extra}), make(root=root_dir, split=te, **{**kw, **extra})
+
+# %% ../nbs/30_protocols.ipynb #75d7185c
+def external_datasets(domain: str, profile: str = "smoke", root=None) -> dict:
+    "`{name: (factory, reader kw)}` of the labelled test sets a domain's evaluation set is also scored on (a real profile only: Messidor-2 for APTOS)."
+    dom = get_domain(domain)
+    name, kw = _data_kw(domain, profile, root)
+    if name == "phantom": return {}
+    name, extra = dom.eval_dataset.get(name, (name, {}))
+    kw = {k: v for k, v in {**kw, **extra}.items() if k not in ("split", "random_crop")}
+    return {n: (dom.datasets[n], {**kw, **x}) for n, x in getattr(dom, "external_tests", {}).get(name, {}).items()}
 
 # %% ../nbs/30_protocols.ipynb #9a8304f4
 class Preprocessed(nn.Module):
@@ -204,7 +214,44 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
                              **kept_metrics(r.metrics, per_class),
                              **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    if label_fraction >= 1: rows += external_rows(run_dir, ftr, probes, profile, seed, root, checkpoint, device, predictions)
     return pd.DataFrame(rows)
+
+# %% ../nbs/30_protocols.ipynb #9e177b3f
+def embed_external(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None) -> dict:
+    "`{name: Features}` of each external test set (`external_datasets`) under a run's backbone, cached like `embed`."
+    from sslmed.features import extract_features
+    root = Path(root or project_root())
+    cfg, _ = load_run(run_dir)
+    sets = external_datasets(cfg.domain, profile, root)
+    if not sets: return {}
+    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), get_domain(cfg.domain).eval_tf(**cfg.views_kw)).eval()
+    out = {}
+    for name, (make, kw) in sets.items():
+        d = os.environ.get(root_env(name))
+        if not d: raise ValueError(f"evaluation on the external test set {name!r} needs ${root_env(name)} (see data_cards/)")
+        spec = json.dumps([name, kw, cfg.views_kw], sort_keys=True, default=str)
+        tag = f"{code_digest(root)}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+        out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test", batch_size=64,
+                                     cache_dir=root / "runs" / "features" / profile, progress=False, device=run_device(cfg, device))
+    return out
+
+def external_rows(run_dir, ftr, probes, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt",
+                  device=None, predictions: bool = False) -> list[dict]:
+    "Score rows of the probes trained on the evaluation train split (`ftr`) tested on each external set: label `<key>@<set>`, its own T1 column."
+    from sslmed.probes import linear_probe, knn_eval
+    cfg, _ = load_run(run_dir)
+    dev, rows = run_device(cfg, device), []
+    for name, fx in embed_external(run_dir, profile, seed, root, checkpoint, device).items():
+        for key, task in eval_tasks(cfg.domain, profile, root).items():
+            if key not in fx.labels: continue
+            for probe in [p for p in probes if p in ("linear", "knn")]:
+                r = (linear_probe(ftr, key, task, val=0.2, test=fx, seed=seed, device=dev) if probe == "linear" else
+                     knn_eval(ftr, key, fx, key, k=min(20, len(ftr)), task="multiclass" if task == "ordinal" else task, device=dev))
+                rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=f"{key}@{name}", task=task,
+                                 label_fraction=1.0, n_train=len(ftr), n_test=len(fx), **kept_metrics(r.metrics),
+                                 **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    return rows
 
 # %% ../nbs/30_protocols.ipynb #a3f933a3
 def default_jobs() -> int:
@@ -397,7 +444,7 @@ def feature_map(self: Preprocessed, x):
 
 # %% ../nbs/30_protocols.ipynb #f41d696d
 def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, batch_size, patience, augment, cam_weight, root, device):
-    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`: (context, result, test set, device)."
+    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`, augmented by `augment` (None: the domain's default, False: none): (context, result, test set, device)."
     from sslmed.finetune import finetune, finetune_cam
     from sslmed.probes import label_subset, val_split, n_outputs
     cfg, _ = load_run(run_dir)
@@ -412,8 +459,9 @@ def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, bat
     K = y.shape[1] if task == "multilabel" else max(2, int(y.max()) + 1)
     S = torch.utils.data.Subset
     data = S(train, sub[tr].tolist()), S(train, sub[ho].tolist())
+    if augment is None: augment = dom.finetune_augment() if dom.finetune_augment else None  # the domain's default (fundus: seed 002's)
     kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
-              progress=False, augment=augment)
+              progress=False, augment=augment or None)
     res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
            else finetune_cam(model, *data, K, cam_weight, task, **kw))
     ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
@@ -474,6 +522,7 @@ def profile_datasets(profile: str = "full", root=None) -> list[dict]:
         name, extra = dom.eval_dataset.get(name, (name, {}))
         kw = {**{k: v for k, v in kw.items() if k != "split"}, **extra}
         for split in dom.real_splits.get(name, ("train", "test")): add(_spec(d, name, {**kw, "split": split}, f"eval {split}"))
+        for ext, (_, ext_kw) in external_datasets(d, profile, root).items(): add(_spec(d, ext, ext_kw, "eval external"))
     return list(seen.values())
 
 def missing_roots(specs) -> list[str]:

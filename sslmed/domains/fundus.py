@@ -657,3 +657,7 @@ DOMAIN = register_domain(Domain(
     eval_dataset={"eyepacs": ("aptos", {})},
     fixtures={"aptos": make_aptos_fixture, "eyepacs": make_eyepacs_fixture, "messidor2": make_messidor2_fixture},
     seed_keys=SEED_KEYS))
+
+# %% ../../nbs/domains/13_fundus.ipynb #259c9e89
+DOMAIN.external_tests = {"aptos": {"messidor2": {}}}   # APTOS's probes also tested on Messidor-2 (every gradable image, no split)
+DOMAIN.finetune_augment = FundusFinetuneAug   # fine-tuning augments as the seed's get_finetuning_transform (augment=False: off)
