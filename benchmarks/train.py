@@ -17,7 +17,8 @@ PAIRS = ["angio:lejepa", "ecg:sigreg_jepa", "fundus:vicreg", "neuro:ema_jepa", "
 
 def loader_rate(cfg, n_batches):
     "Samples/s of the data loader alone over the run's first batches."
-    from sslmed.train import build_dataset, ResumableBatches
+    from sslmed.train import build_dataset
+    from sslmed.samplers import ResumableBatches
     ds = build_dataset(cfg)
     rb = ResumableBatches(len(ds), cfg.batch_size, cfg.seed)
     dl = torch.utils.data.DataLoader(ds, batch_sampler=list(rb.from_step(0, n_batches)), num_workers=cfg.num_workers)
@@ -34,7 +35,8 @@ def main():
     ap.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args()
-    from sslmed.train import recipe, fit
+    from sslmed.config import recipe
+    from sslmed.train import fit
     from sslmed.core import device_info, machine_tag
     info, tag, rows = device_info(), machine_tag(), []
     for pair in a.pairs:

@@ -14,7 +14,11 @@ Times are the best of `--repeats` runs, the two modes taking turns, which is rob
 import argparse, csv, platform, re, time
 from pathlib import Path
 import torch
-from sslmed.views import CLAHE, angio_views, ecg_views, fundus_views, volume_views
+from sslmed.views import CLAHE
+from sslmed.domains.angio import angio_views
+from sslmed.domains.ecg import ecg_views
+from sslmed.domains.fundus import fundus_views
+from sslmed.domains.neuro import volume_views
 
 def cpu_name() -> str:
     try:

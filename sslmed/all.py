@@ -17,6 +17,10 @@ from .domains.ecg import *
 from .domains.fundus import *
 from .domains.neuro import *
 from .methods import *
+from .config import *
+from .runs import *
+from .samplers import *
+from .optim import *
 from .train import *
 from .cam import *
 from .features import *

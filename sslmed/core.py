@@ -13,7 +13,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DRY_RUN', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'file_lock', 'project_root', 'file_sha256',
            'files_digest', 'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype',
-           'rehearsed_profile', 'moved_names', 'assert_margin']
+           'rehearsed_profile', 'assert_margin']
 
 # %% ../nbs/00_core.ipynb #fc1d2662
 @contextlib.contextmanager
@@ -130,14 +130,6 @@ DRY_RUN = "-dryrun"
 def rehearsed_profile(profile: str) -> str:
     "The profile whose recipes `profile` uses: `full-dryrun` -> `full`; any other profile is itself."
     return profile.removesuffix(DRY_RUN)
-
-# %% ../nbs/00_core.ipynb #458adc68
-def moved_names(homes: dict) -> typing.Callable:
-    "A module `__getattr__` that finds each name of `homes` (name -> module path) in its new module."
-    def __getattr__(name: str):
-        if name in homes: return getattr(importlib.import_module(homes[name]), name)
-        raise AttributeError(f"module has no attribute {name!r}")
-    return __getattr__
 
 # %% ../nbs/00_core.ipynb #046cb50b
 def assert_margin(name: str, value: float, bound: float, above: bool = True) -> float:

@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 from scipy.special import expit
 from torch import Tensor
 from torch.utils.data import Dataset
-from .core import moved_names, file_lock, atomic_path
+from .core import file_lock, atomic_path
 from .data.core import cache_root
 
 # %% auto #0
@@ -196,6 +196,3 @@ class Rendered(Dataset):
         if name == "source": raise AttributeError(name)  # unpickling: before __init__ has run
         return getattr(self.source, name)
     def __repr__(self): return repr(self.source)
-
-# %% ../nbs/09_phantoms.ipynb #813c289c
-__getattr__ = moved_names({"AngioPhantom": "sslmed.domains.angio", "ANGIO_SEGMENTS": "sslmed.domains.angio", "ECGPhantom": "sslmed.domains.ecg", "ECG_LEADS": "sslmed.domains.ecg", "ECG_RHYTHMS": "sslmed.domains.ecg", "ECG_SUPERCLASSES": "sslmed.domains.ecg", "ECG_TERRITORIES": "sslmed.domains.ecg", "FundusPhantom": "sslmed.domains.fundus", "FUNDUS_GRADES": "sslmed.domains.fundus", "NeuroPhantom": "sslmed.domains.neuro", "NEURO_FINDINGS": "sslmed.domains.neuro", "HAEMORRHAGE_TYPES": "sslmed.domains.neuro", "MRI_SEQUENCES": "sslmed.domains.neuro", "TISSUES": "sslmed.domains.neuro", "phantom_grid": "sslmed.reports"})

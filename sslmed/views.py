@@ -13,7 +13,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import moved_names
 
 # %% auto #0
 __all__ = ['CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform', 'Compose', 'MultiView',
@@ -574,6 +573,3 @@ def with_presets(builder: Callable, channels: int) -> Callable:
         return VIEW_PRESETS[preset](channels=channels, **kw)
     views.__name__, views.__doc__, views.builder = getattr(builder, "__name__", "views"), builder.__doc__, builder
     return views
-
-# %% ../nbs/04_views.ipynb #798aecfd
-__getattr__ = moved_names({"angio_views": "sslmed.domains.angio", "ecg_views": "sslmed.domains.ecg", "fundus_views": "sslmed.domains.fundus", "volume_views": "sslmed.domains.neuro", "FundusPreprocess": "sslmed.domains.fundus", "BlockMask": "sslmed.masks", "block_mask_1d": "sslmed.masks", "block_mask_2d": "sslmed.masks", "block_mask_3d": "sslmed.masks"})

@@ -5,7 +5,6 @@ from pathlib import Path
 from conftest import ROOT
 
 NBS, LIB = ROOT / "nbs", ROOT / "sslmed"
-COMPAT = {"sslmed.data.angio", "sslmed.data.ecg", "sslmed.data.fundus", "sslmed.data.neuro", "sslmed.all", "sslmed.eval"}  # hand-written aliases
 
 
 def library_notebooks():
@@ -36,7 +35,7 @@ def test_every_notebook_imports_only_from_lower_numbers():
     bad = []
     for p in library_notebooks():
         for mod in sslmed_imports("\n".join(code_cells(p))):
-            if mod in COMPAT or mod in ("sslmed", "sslmed.domains", "sslmed.data"): continue  # packages, not notebooks
+            if mod in ("sslmed", "sslmed.all", "sslmed.domains", "sslmed.data"): continue  # packages, not notebooks
             src = home.get(mod) or home.get(mod.rsplit(".", 1)[0])
             assert src is not None, f"{p.name} imports {mod}, which no notebook exports"
             if src != p and number(src) >= number(p): bad.append(f"{p.relative_to(NBS)} imports {mod} ({src.relative_to(NBS)})")
@@ -48,7 +47,6 @@ def module_graph() -> dict[str, set[str]]:
     g = {}
     for f in LIB.rglob("*.py"):
         mod = ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        if mod in COMPAT: continue
         deps = set()
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom):
@@ -94,14 +92,12 @@ def test_nothing_domain_specific_outside_the_domain_modules():
     for f in LIB.rglob("*.py"):
         rel = f.relative_to(LIB)
         mod = "sslmed." + ".".join(rel.with_suffix("").parts)
-        if rel.parts[0] == "domains" or mod in COMPAT or f.name == "_modidx.py": continue
+        if rel.parts[0] == "domains" or f.name == "_modidx.py": continue
         tree = ast.parse(f.read_text())
-        moved = {id(n) for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "moved_names"
-                 for n in ast.walk(c)}  # the old homes' lazy aliases name what moved, on purpose
         docs = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
                 and n.body and isinstance(n.body[0], ast.Expr)}
         for n in ast.walk(tree):
-            if id(n) in moved or id(n) in docs: continue
+            if id(n) in docs: continue
             name = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else \
                    n.value if isinstance(n, ast.Constant) and isinstance(n.value, str) else None
             if name in specific: found.append(f"{rel}:{n.lineno} {name}")

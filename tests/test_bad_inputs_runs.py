@@ -4,7 +4,8 @@ Each case asserts its outcome: an error naming the key (or file) — never a run
 import math, os, signal, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, yaml
-from sslmed.train import TrainConfig, ConfigError, fit, recipe
+from sslmed.config import TrainConfig, ConfigError, recipe
+from sslmed.train import fit
 
 OUT_OF_RANGE = [  # key, value, words the message must contain
     ("grad_clip", -1.0, "grad_clip"), ("grad_clip", 0.0, "grad_clip"), ("lr", -0.3, "lr"), ("lr", 0.0, "lr"),

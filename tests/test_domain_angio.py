@@ -11,7 +11,9 @@ from sslmed.core import project_root
 from sslmed.data.core import DataError, Quarantine
 from sslmed.domain import get_domain, seed_overrides
 from sslmed.domains.angio import ARCADE, ARCADE_PRETRAIN_FRAMES, make_arcade_fixture, seed_epochs_to_steps
-from sslmed.train import build_dataset, recipe, tb_tags
+from sslmed.train import build_dataset
+from sslmed.config import recipe
+from sslmed.runs import tb_tags
 
 ROOT = Path(project_root())
 
@@ -294,7 +296,7 @@ def test_parity_table_matches_the_full_recipe():
 def test_backbone_loads_with_the_seed_snippet_verbatim_and_gives_the_encoders_features(tmp_path, monkeypatch):
     import timm
     from sslmed.encoders import create_encoder
-    from sslmed.train import save_backbone
+    from sslmed.runs import save_backbone
     cfg = recipe("angio", "lejepa", "full")
     jepa_kw = {m: recipe("angio", m, "full").encoder_kw for m in ("sigreg_jepa", "ema_jepa")}
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ from conftest import ROOT
 from sslmed.data.core import DataError
 from sslmed.domain import get_domain, seed_overrides
 from sslmed.domains import ecg as E
-from sslmed.train import recipe, TB_NAMES
+from sslmed.config import recipe
+from sslmed.runs import TB_NAMES
 
 E100 = "records100/00000/{:05d}_lr"
 
@@ -368,7 +369,7 @@ def dotted(cfg, key):
 def finetune_names() -> set:
     "What `finetune_task` logs, with `<class>` for a class name: the trainer's tags of loss and lr, and the seed's AUC names."
     from sslmed.finetune import logged_names
-    from sslmed.train import tb_tags
+    from sslmed.runs import tb_tags
     m = {"auroc": 0.5, "auroc/<class>": 0.5}
     return {tb_tags(k)[0] for k in ("loss", "lr", *logged_names(m, "val"), "val/best_auc", *logged_names(m, "test"))}
 

@@ -10,7 +10,7 @@ from sslmed.data.core import DataError, Quarantine
 from sslmed.domain import get_domain, seed_overrides
 from sslmed.domains.fundus import (APTOS, EyePACS, Messidor2, make_aptos_fixture, make_eyepacs_fixture, make_messidor2_fixture,
                                    SEED_KEYS, epochs_to_steps, PhotoCache)
-from sslmed.train import recipe
+from sslmed.config import recipe
 
 ROOT = project_root(Path(__file__).parent)
 

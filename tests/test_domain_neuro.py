@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest, torch, yaml
 from sslmed.data.core import DataError, DataWarning, Quarantine
 from sslmed.domain import Derived, Fixed, Ignored, flatten_keys, get_domain
-from sslmed.train import recipe
+from sslmed.config import recipe
 from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, head_phantom, write_dicom_series, write_nifti,
                                   write_neuro_fixture, read_dicom_series, neuro_seed_overrides)
 

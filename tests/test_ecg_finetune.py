@@ -13,7 +13,9 @@ from sslmed.cli import main
 from sslmed.domains import ecg as E
 from sslmed.finetune import Classifier
 from sslmed.protocols import Preprocessed, finetune_task
-from sslmed.train import fit, load_backbone, recipe
+from sslmed.train import fit
+from sslmed.runs import load_backbone
+from sslmed.config import recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 TINY = {"encoder_kw.depth": 1, "encoder_kw.embed_dim": 48, "encoder_kw.num_heads": 2, "method_kw.pred_dim": 24,

@@ -9,7 +9,8 @@ from conftest import ROOT
 from sslmed.core import assert_margin
 from sslmed.paper import PAPER_IDS
 from sslmed.protocols import fixture_writer, root_env
-from sslmed.train import fit, recipe
+from sslmed.train import fit
+from sslmed.config import recipe
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 DEVICE_RECIPE = ("ecg", "sigreg_jepa")   # the 1D ViT 384×8 with its 192×8 predictor: the cheapest full recipe on CPU

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from sslmed.core import assert_margin, project_root
 from sslmed.domains.fundus import FundusPhantom, FundusFinetuneAug
-from sslmed.train import fit, recipe
+from sslmed.train import fit
+from sslmed.config import recipe
 from sslmed.selective import abstention_sweep
 from sslmed.protocols import finetune_selective, finetune_cam_eval, seed_thresholds
 

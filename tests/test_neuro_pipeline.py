@@ -9,7 +9,8 @@ from sslmed.domains.neuro import NeuroPhantom, NeuroStudies, volume_views, write
 from sslmed.encoders import create_encoder
 from sslmed.methods import EMAJEPA
 from sslmed.protocols import evaluate, pretrain
-from sslmed.train import TrainConfig, fit
+from sslmed.config import TrainConfig
+from sslmed.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

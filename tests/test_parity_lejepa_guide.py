@@ -9,7 +9,10 @@ import torch.distributed as dist
 import yaml
 from sslmed.core import project_root
 from sslmed.domain import get_domain
-from sslmed.train import build_method, build_optimizer, recipe, tb_tags, warmup_cosine
+from sslmed.train import build_method
+from sslmed.optim import build_optimizer, warmup_cosine
+from sslmed.config import recipe
+from sslmed.runs import tb_tags
 
 README = Path(project_root()) / "recipes" / "README.md"
 
@@ -172,3 +175,31 @@ def test_cosine_per_step_is_within_1_6_percent_of_the_guides_per_epoch_staircase
     assert gap <= math.pi / (2 * epochs) + 1e-9 and gap > 0.01, gap
     last = 0.5 * (1 + math.cos(math.pi * (epochs - 1) / epochs))
     assert math.isclose(last, 2.5e-4, rel_tol=0.02) and warmup_cosine(epochs * per_epoch, 0, epochs * per_epoch) == 0
+
+
+def readme_command() -> list[str]:
+    "The README's `sslmed train …` command line for the guide, as argv after `sslmed train`."
+    import shlex
+    cmd = re.search(r"From the command line: `(sslmed train .*?)`", README.read_text(), re.S).group(1)
+    return shlex.split(" ".join(cmd.split()))[2:]
+
+def test_readme_command_line_is_the_override_block():
+    "The command line, parsed by `sslmed train`'s own parser (that of `python -m sslmed.train` too), gives the YAML block's config."
+    from fastcore.script import anno_parser
+    from sslmed.train import train
+    a = anno_parser(train).parse_args(readme_command())
+    assert (a.recipe, a.method, a.profile) == ("angio", "lejepa", "full")
+    cfg = recipe(a.recipe, a.method, a.profile, a.set)
+    assert cfg == recipe("angio", "lejepa", "full", guide_overrides())
+    assert (cfg.lr, cfg.weight_decay, cfg.decay_1d) == (5e-4, 1e-2, True)  # YAML 1.1 alone would read 5e-4 as a string
+
+def test_readme_command_line_trains(tmp_path):
+    "The command line runs as it is written, on the smoke profile's 64² phantom (two small steps, crops that fit it)."
+    import subprocess, sys
+    argv = [a if a != "full" else "smoke" for a in readme_command()]
+    small = ["steps=2", "batch_size=4", "data.n=8", "views.size=64", "views.local_size=32", "method_kw.num_slices=64", "log_every=1", f"out_dir={tmp_path / 'run'}", "progress=false"]
+    out = subprocess.run([sys.executable, "-m", "sslmed.train", *argv, "--set", *small], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["steps"] == 2
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["lr"], saved["weight_decay"], saved["views"]) == (5e-4, 1e-2, {"preset": "lejepa_guide", "size": 64, "local_size": 32})

@@ -6,6 +6,6 @@ from conftest import ROOT
 def test_phantom_slow_cells_pass():
     nbdev_test = Path(sys.executable).parent / "nbdev-test"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("SSLMED_SLOW_THREADS", "2")}  # CI has 2 cores: use both here
-    out = subprocess.run([str(nbdev_test), "--flags", "slow", "--cell-timeout", "1800", str(ROOT / "nbs/15_domain_checks.ipynb")],
+    out = subprocess.run([str(nbdev_test), "--flags", "slow", "--cell-timeout", "1800", str(ROOT / "nbs/19_domain_checks.ipynb")],
                          cwd=ROOT, capture_output=True, text=True, timeout=2400, env=env)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]

@@ -2,7 +2,9 @@
 import json, os, subprocess, sys
 import pytest
 import torch
-from sslmed.train import recipe, fit, load_backbone, load_checkpoint
+from sslmed.config import recipe
+from sslmed.train import fit
+from sslmed.runs import load_backbone, load_checkpoint
 from sslmed.methods import METHODS
 
 DOMAINS = ["angio", "ecg", "fundus", "neuro"]

@@ -4,7 +4,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from sslmed.train import TrainConfig, fit, load_checkpoint, ConfigError
+from sslmed.config import TrainConfig, ConfigError
+from sslmed.train import fit
+from sslmed.runs import load_checkpoint
 
 BASE = dict(domain="ecg", dataset="phantom", data=dict(n=32, fs=100), method="lejepa", encoder="vit1d_tiny",
             encoder_kw=dict(patch_size=25, depth=1), views=dict(crop=250, fs=100, n_global=2, n_local=0),

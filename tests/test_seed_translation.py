@@ -6,10 +6,10 @@ import dataclasses, json, math, random
 import pytest
 import torch
 import yaml
-from sslmed.cli import train as cli_train
+from sslmed.train import train as cli_train   # what `sslmed train` and `python -m sslmed.train` run
 from sslmed.domain import get_domain, translate_seed
 from sslmed.encoders import create_encoder
-from sslmed.train import recipe
+from sslmed.config import recipe
 
 DRAWS = 40          # translated and checked per seed
 RUNS = 2            # of which started for 2 steps
@@ -159,7 +159,7 @@ def test_translated_run_starts(domain, tmp_path, capsys):
         over = TINY[domain] + ["steps=2", "warmup_steps=0", "accum_steps=1", "precision=fp32", "num_workers=0", "progress=false",
                                "log_every=1", "ckpt_every=2", "keep_every=null", f"out_dir={tmp_path / f'run{i}'}"]
         if domain in ("angio", "fundus", "ecg") and method != "triplet": over.append("batch_size=4")
-        assert cli_train(recipe=domain, method=method, profile="full", seed_config=str(f), overrides=over) == 0
+        assert cli_train(recipe=domain, method=method, profile="full", seed_config=str(f), set=over) == 0
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert res["steps"] == 2 and math.isfinite(res["best"]), res        # two optimiser steps with a finite loss
         saved = yaml.safe_load((tmp_path / f"run{i}" / "config.yaml").read_text())

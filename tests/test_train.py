@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sslmed.train import TrainConfig, fit, load_checkpoint, TrainingDiverged, CheckpointError
+from sslmed.config import TrainConfig
+from sslmed.train import fit, TrainingDiverged
+from sslmed.runs import load_checkpoint, CheckpointError
 
 # a tiny ECG LeJEPA on the phantom: seconds on CPU
 BASE = dict(domain="ecg", dataset="phantom", data=dict(n=64, fs=100), method="lejepa", encoder="vit1d_tiny",
@@ -108,7 +110,9 @@ def test_cli_names_a_misspelt_key(tmp_path):
     assert r.returncode != 0 and "unknown key 'batchsize'" in r.stderr and "batch_size" in r.stderr, r.stderr[-1500:]
 
 # --- parity with the seed systems -------------------------------------------------------------------------------------
-from sslmed.train import ConfigError, recipe, load_backbone, build_dataset
+from sslmed.config import ConfigError, recipe
+from sslmed.runs import load_backbone
+from sslmed.train import build_dataset
 
 def tiny(tmp_path, name, **over):
     "A TrainConfig of BASE in tmp_path/name."

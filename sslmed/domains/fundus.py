@@ -573,6 +573,18 @@ class Messidor2(GradedImages):
             return it
         self.items = self._nonempty(self._check([r for r in gradable if r["ok"]], row), "gradable rows of messidor_data.csv")
 
+# %% ../../nbs/domains/13_fundus.ipynb #0001c216
+from fastcore.basics import patch
+
+@patch(as_prop=True)
+def labels(self: GradedImages) -> dict:
+    "Every item's grade (and DME where all items have one) from the label table read at construction: no photograph is decoded."
+    out = {}
+    for k in ("grade", "dme"):
+        vals = [it.get(k) for it in self.items]
+        if vals and all(v is not None for v in vals): out[k] = torch.tensor([int(v) for v in vals])
+    return out
+
 # %% ../../nbs/domains/13_fundus.ipynb #b2d82c82
 class FundusPreprocess(BatchTransform):
     "Deterministic fundus preprocessing: remove the background, then (optionally) CLAHE inside the field."

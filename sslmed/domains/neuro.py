@@ -24,7 +24,6 @@ import pandas as pd
 import nibabel as nib
 import pydicom
 from skimage.filters import threshold_otsu
-from torch.utils.data import Sampler
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.pixels import apply_rescale
 from pydicom.uid import CTImageStorage, MRImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -44,9 +43,9 @@ __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'M
            'nifti_volume', 'read_nifti', 'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series',
            'write_dicom_series', 'write_nifti', 'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr',
            'to_channels', 'head_mask', 'crop_to_head', 'detect_window', 'modality_from_name', 'check_hu',
-           'mr_to_pseudo_hu', 'foreground_patches', 'token_keep', 'read_series', 'NeuroStudies', 'StudyBatchSampler',
-           'write_neuro_fixture', 'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows',
-           'volume_views', 'neuro_eval', 'neuro_backbone', 'neuro_seed_overrides']
+           'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture', 'AddForeground', 'OnImage',
+           'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views', 'neuro_eval', 'neuro_backbone',
+           'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -649,32 +648,6 @@ def mr_to_pseudo_hu(vol: np.ndarray, file, lo: float = 0.5, hi: float = 99.5) ->
     u = np.clip((vol - a) / (b - a), 0, 1) * (MR_PSEUDO_HU[1] - MR_PSEUDO_HU[0]) + MR_PSEUDO_HU[0]
     return np.where(mask, u, AIR_HU).astype(np.float32)
 
-# %% ../../nbs/domains/14_neuro.ipynb #a7ce5265
-def foreground_patches(mask: torch.Tensor, patch_size: Sequence[int], min_fraction: float = 0.0) -> torch.Tensor:
-    "Bool (*batch, n_patches): which patches of `mask` (*batch, *spatial) hold more than `min_fraction` foreground."
-    patch_size, mask = tuple(int(p) for p in patch_size), torch.as_tensor(mask)
-    k = len(patch_size)
-    if mask.ndim < k: raise ValueError(f"mask of shape {tuple(mask.shape)} has fewer than {k} spatial dims")
-    batch, spatial = mask.shape[:mask.ndim - k], mask.shape[mask.ndim - k:]
-    if any(s % p for s, p in zip(spatial, patch_size)):
-        raise ValueError(f"spatial shape {tuple(spatial)} is not divisible by patch_size {patch_size}")
-    grid = [s // p for s, p in zip(spatial, patch_size)]
-    split = [d for g, p in zip(grid, patch_size) for d in (g, p)]
-    frac = mask.float().reshape(*batch, *split).mean(dim=[len(batch) + 2 * i + 1 for i in range(k)])
-    return frac.reshape(*batch, -1) > min_fraction
-
-# %% ../../nbs/domains/14_neuro.ipynb #2bf703ce
-def token_keep(mask: torch.Tensor, patch_size: Sequence[int], remove_background: bool = True, patch_drop_rate: float = 0.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    "Bool (B, n_patches): the tokens to keep, as seed 004's collate: foreground only (`remove_background`), minus a random `patch_drop_rate` of them."
-    if not 0 <= patch_drop_rate < 1: raise ValueError(f"patch_drop_rate must be in [0, 1), got {patch_drop_rate}")
-    keep = foreground_patches(mask, patch_size) if remove_background else torch.ones(mask.shape[0], math.prod(
-        s // p for s, p in zip(mask.shape[1:], patch_size)), dtype=torch.bool)
-    if patch_drop_rate:
-        keep &= torch.rand(keep.shape, generator=generator) >= patch_drop_rate
-    keep[~keep.any(1), 0] = True  # never an empty sequence
-    return keep
-
 # %% ../../nbs/domains/14_neuro.ipynb #96b0be5c
 NEURO_SOURCE = ("a hospital export or a public collection (e.g. CQ500, RSNA Intracranial Hemorrhage Detection, BraTS), "
                 "one folder per study,")
@@ -833,28 +806,6 @@ def load(self: NeuroStudies, i: int):
     labels.update(mask=c["mask"], study=it["study_index"], modality=MODALITIES.index(c["modality"]),
                   window=CT_WINDOW_NAMES.index(c["window"]) if c["window"] else -1)
     return (self.transform(x) if self.transform else x), labels
-
-# %% ../../nbs/domains/14_neuro.ipynb #b6ffa461
-class StudyBatchSampler(Sampler):
-    "Batches of whole studies (`studies_per_batch` per batch); shuffled per epoch from `seed`."
-    def __init__(self, study_ids: Sequence, studies_per_batch: int = 1, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if studies_per_batch < 1: raise ValueError(f"studies_per_batch must be >= 1, got {studies_per_batch}")
-        self.groups = {}
-        for i, s in enumerate(study_ids): self.groups.setdefault(s, []).append(i)
-        self.studies_per_batch, self.shuffle, self.seed, self.drop_last, self.epoch = studies_per_batch, shuffle, seed, drop_last, 0
-
-    def set_epoch(self, epoch: int): self.epoch = int(epoch)
-
-    def __iter__(self):
-        keys = list(self.groups)
-        if self.shuffle: keys = [keys[k] for k in np.random.default_rng([self.seed, self.epoch]).permutation(len(keys))]
-        n = len(self)
-        for b in range(n):
-            yield [i for s in keys[b * self.studies_per_batch:(b + 1) * self.studies_per_batch] for i in self.groups[s]]
-
-    def __len__(self):
-        n, k = len(self.groups), self.studies_per_batch
-        return n // k if self.drop_last else math.ceil(n / k)
 
 # %% ../../nbs/domains/14_neuro.ipynb #040013c3
 def _sagittal(vol: np.ndarray) -> np.ndarray:
