@@ -29,8 +29,8 @@ from .optim import build_optimizer, warmup_cosine
 # %% auto #0
 __all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views',
            'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch',
-           'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'save_checkpoints',
-           'finish_run', 'fit', 'train']
+           'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint',
+           'save_checkpoints', 'finish_run', 'fit', 'train']
 
 # %% ../nbs/25_train.ipynb #efb826b3
 def build_dataset(cfg: TrainConfig):
@@ -287,8 +287,16 @@ def keep_snapshot(r: Run, step: int):
     if r.main and r.cfg.keep_every and step % r.cfg.keep_every == 0:
         save_backbone(r.out / f"backbone_step{step}.pt", r.method.backbone())
 
+def keep_checkpoint(r: Run, done: int):
+    "Every `keep_ckpt_every` steps keep the full checkpoint just written as `epoch-<e>.pt` (`epoch-<e>-step<k>.pt` if that epoch has one)."
+    k = r.cfg.keep_ckpt_every
+    if not (r.main and k and done % k == 0): return
+    e = r.order.epoch_of(done - 1)   # the (zero-based) epoch of the step just taken, as Lightning's epoch-XX
+    dst = r.out / f"epoch-{e:02d}.pt"
+    _same_file(r.last, dst if not dst.exists() else r.out / f"epoch-{e:02d}-step{done}.pt")
+
 def save_checkpoints(r: Run, done: int):
-    "A snapshot when due; every `ckpt_every` steps and at the end last.pt, and best.pt when the monitored mean improved."
+    "A snapshot when due; every `ckpt_every` steps and at the end last.pt and backbone_last.pt, best.pt when the monitored mean improved, epoch-<e>.pt when kept."
     cfg = r.cfg
     keep_snapshot(r, done)
     if done % cfg.ckpt_every and done != cfg.steps: return
@@ -302,6 +310,8 @@ def save_checkpoints(r: Run, done: int):
     save_checkpoint(r.last, model=r.method.state_dict(), optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(),
                     swa=None if r.swa is None else r.swa.state_dict(), step=done, best=r.best.value, rng=rng_state(),
                     config=asdict(cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix)
+    save_backbone(r.out / "backbone_last.pt", r.method.backbone())   # the seed's *_backbone_last.pth, during the run (backbone.pt: at the end)
+    keep_checkpoint(r, done)
 
 def finish_run(r: Run) -> dict:
     "Write backbone.pt — the SWA average when kept — and return the run's summary."

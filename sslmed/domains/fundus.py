@@ -648,7 +648,7 @@ def fundus_schedule(s: dict, method=None) -> dict:
     b, accum = int(s["BATCH_SIZE"]), 1 if method == "triplet" else SICOVA_ACCUM
     every = epochs_to_steps(CKPT_EPOCHS, batch=b, accum=accum)
     out = dict(batch_size=b, accum_steps=accum, steps=epochs_to_steps(s["TOTAL_DS_EPOCHS"], batch=b, accum=accum),
-               ckpt_every=every, keep_every=every)
+               ckpt_every=every, keep_every=every, keep_ckpt_every=every)   # full checkpoint and encoder kept every 10 epochs
     return out if method == "triplet" else {**out, "warmup_steps": epochs_to_steps(WARMUP_EPOCHS, batch=b, accum=accum)}
 
 def fundus_embedding(s: dict, method=None) -> dict:
