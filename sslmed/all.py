@@ -32,3 +32,4 @@ from .spectra import *
 from .protocols import *
 from .reports import *
 from .paper import *
+from .export import *

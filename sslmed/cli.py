@@ -18,7 +18,7 @@ if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) =
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'finetune', 'main']
+__all__ = ['COMMANDS', 'paper', 'compare_with', 'readme', 'docs', 'experiments', 'check_data', 'finetune', 'export', 'main']
 
 # %% ../nbs/46_cli.ipynb #56c828b5
 @call_parse
@@ -126,8 +126,21 @@ def finetune(run: str = None,  # a training run's folder (config.yaml, backbone.
     return 0
 
 
+# %% ../nbs/46_cli.ipynb #6f6b3c9b
+@call_parse
+def export(run_dir: str,  # a training run's folder (config.yaml, backbone.pt / backbone.safetensors)
+           out_dir: str,  # the folder to write: a timm local-dir model or model.safetensors + config.json, and README.md
+           checkpoint: str = "backbone.pt",  # the backbone file in the run folder (its .safetensors twin is read first)
+           overwrite: bool = False):  # replace an existing out_dir
+    "Export a run's encoder as a folder timm or sslmed.encoders.from_pretrained loads offline, with its model card."
+    from sslmed.export import export_run, ExportError
+    try: out = export_run(run_dir, out_dir, checkpoint=checkpoint, overwrite=overwrite)
+    except (FileExistsError, FileNotFoundError, ValueError, ExportError) as e: print(f"sslmed export: {e}", file=sys.stderr); return 2
+    print(f"{out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
 # %% ../nbs/46_cli.ipynb #a9d5a903
-COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
+COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "export": export, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
 
 def main(argv=None) -> int:
     "The `sslmed` command: `sslmed <command> [--help]`."

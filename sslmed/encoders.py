@@ -19,7 +19,8 @@ from timm.models.vision_transformer import Block, VisionTransformer
 
 # %% auto #0
 __all__ = ['ENCODERS', 'sincos_pos_embed', 'check_keep', 'gather_tokens', 'Encoder', 'ViTND', 'ViT1D', 'ViT3D', 'patch_keep_mask',
-           'ConvStem', 'ResBlock', 'CNN3D', 'TimmViT', 'TimmFeatures', 'create_encoder', 'Projector', 'Predictor']
+           'ConvStem', 'ResBlock', 'CNN3D', 'TimmViT', 'TimmFeatures', 'create_encoder', 'Projector', 'Predictor',
+           'save_weights', 'weights_file', 'load_weights', 'from_pretrained']
 
 # %% ../nbs/03_encoders.ipynb #e234c619
 def sincos_pos_embed(grid: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
@@ -455,3 +456,48 @@ class Predictor(nn.Module):
         t = self.mask_token.to(ctx.dtype) + pos[tgt_idx].to(ctx.dtype)
         x = self.blocks(torch.cat([c, t], 1))
         return self.proj(self.norm(x[:, c.shape[1]:]))
+
+# %% ../nbs/03_encoders.ipynb #3ea3c5ff
+import json
+from pathlib import Path
+from .core import atomic_path
+
+def save_weights(path, weights) -> Path:
+    "Atomically write a module's state dict (or a state dict) as safetensors, every tensor on the CPU and contiguous."
+    import safetensors.torch
+    sd = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}  # clone: no two names share storage
+    with atomic_path(path, suffix=".safetensors") as tmp: safetensors.torch.save_file(tensors, str(tmp), metadata={"format": "pt"})
+    return Path(path)
+
+def weights_file(path) -> Path:
+    "The file to read `path`'s weights from: its `.safetensors` twin (`backbone.pt` -> `backbone.safetensors`) when it exists, else `path`."
+    path = Path(path)
+    twin = path.with_suffix(".safetensors")
+    return twin if path.suffix != ".safetensors" and twin.is_file() else path
+
+def load_weights(path, device="cpu") -> dict:
+    "The state dict in a `.safetensors` file (or `path`'s twin), read with `safetensors` only: nothing is unpickled."
+    import safetensors.torch
+    path = weights_file(path)
+    if path.suffix != ".safetensors": raise ValueError(f"{path}: not a .safetensors file, and no {path.with_suffix('.safetensors').name} beside it")
+    if not path.is_file(): raise FileNotFoundError(f"weights file {path} does not exist")
+    try: return safetensors.torch.load_file(str(path), device=str(device))
+    except Exception as e: raise ValueError(f"{path} is not a readable safetensors file (torn write or foreign file): "
+                                            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+# %% ../nbs/03_encoders.ipynb #9a31e12f
+def from_pretrained(folder, device="cpu") -> Encoder:
+    "Rebuild an encoder from an exported folder: `config.json`'s `sslmed` entry names it, `model.safetensors` holds its weights."
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file(): raise FileNotFoundError(f"{folder} holds no config.json: not an exported encoder folder (sslmed export RUN OUT)")
+    spec = json.loads(cfg_file.read_text()).get("sslmed")
+    if not isinstance(spec, dict) or not {"encoder", "in_chans"} <= set(spec):
+        raise ValueError(f"{cfg_file}: field 'sslmed' must name the encoder ('encoder', 'in_chans', 'encoder_kw'); got {spec!r}")
+    enc = create_encoder(spec["encoder"], int(spec["in_chans"]), **(spec.get("encoder_kw") or {}))
+    target = enc.model if isinstance(enc, (TimmViT, TimmFeatures)) else enc  # timm weights under timm's own names
+    try: target.load_state_dict(load_weights(folder / "model.safetensors"))
+    except RuntimeError as e:
+        raise ValueError(f"{folder / 'model.safetensors'}: its weights do not fit {spec['encoder']}: {' '.join(str(e).split())[:300]}") from None
+    return enc.to(device).eval()

@@ -40,7 +40,10 @@ def _hash_update(h, obj, prefix: str = ""):
 
 def checkpoint_hash(model) -> str:
     "16 hex digits of a SHA-256 over a module's (or state dict's, or checkpoint file's) tensors: names, dtypes, shapes, bytes."
-    if isinstance(model, (str, os.PathLike)): model = torch.load(model, map_location="cpu", weights_only=True)
+    if isinstance(model, (str, os.PathLike)):  # a file's .safetensors twin first
+        from sslmed.encoders import load_weights, weights_file
+        f = weights_file(model)
+        model = load_weights(f) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
     state = model.state_dict() if isinstance(model, nn.Module) else model
     if not isinstance(state, dict): raise TypeError(f"checkpoint_hash needs a module, a state dict or a checkpoint path, got {type(model).__name__}")
     h = hashlib.sha256()

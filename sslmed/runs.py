@@ -52,9 +52,11 @@ def save_checkpoint(path, **state) -> Path:
     return Path(path)
 
 def _safe_load(path, map_location="cpu"):
-    path = Path(path)
+    from sslmed.encoders import weights_file, load_weights
+    path = weights_file(path)  # a file's .safetensors twin first: nothing unpickled
     if not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        if path.suffix == ".safetensors": return load_weights(path, map_location)
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -76,11 +78,14 @@ def portable(encoder: nn.Module) -> nn.Module:
     return encoder.model if isinstance(encoder, (TimmViT, TimmFeatures)) else encoder
 
 def save_backbone(path, encoder: nn.Module) -> Path:
-    "Atomically write `portable(encoder)`'s plain state dict, on the CPU: `model.load_state_dict(torch.load(path))` reads it."
+    "Atomically write `portable(encoder)`'s plain state dict, on the CPU, as `path` (`torch.load` reads it) and its `.safetensors` twin."
     sd = portable(encoder).state_dict()
     cpu = OrderedDict((k, v.detach().cpu()) for k, v in sd.items())
     cpu._metadata = getattr(sd, "_metadata", None)  # module versions, kept as `state_dict()` keeps them
-    with atomic_path(path) as tmp: torch.save(cpu, tmp)
+    from sslmed.encoders import save_weights
+    save_weights(Path(path).with_suffix(".safetensors"), cpu)  # the pickle-free twin, read first by every loader
+    if Path(path).suffix != ".safetensors":
+        with atomic_path(path) as tmp: torch.save(cpu, tmp)
     return Path(path)
 
 # %% ../nbs/22_runs.ipynb #a1c0e010
@@ -222,7 +227,9 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
     return ck
 
 # %% ../nbs/22_runs.ipynb #a1c0e026
-_RUN_FILES = ("config.yaml", "metrics.csv", "tb", "wandb", "last.pt", "best.pt", "best-*.pt", "backbone.pt", "backbone_step*.pt")
+_RUN_FILES = ("config.yaml", "metrics.csv", "tb", "wandb", "last.pt", "best.pt", "best-*.pt", "backbone.pt", "backbone_step*.pt",
+              "backbone.safetensors", "backbone_step*.safetensors",
+              "backbone_last.pt", "backbone_last.safetensors", "epoch-*.pt")
 
 def open_run_dir(cfg: TrainConfig) -> Path:
     "Create `out_dir`, remove stale temp files (and with `overwrite` the old run's files), print what went, write config.yaml."

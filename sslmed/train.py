@@ -314,7 +314,7 @@ def save_checkpoints(r: Run, done: int):
     keep_checkpoint(r, done)
 
 def finish_run(r: Run) -> dict:
-    "Write backbone.pt — the SWA average when kept — and return the run's summary."
+    "Write backbone.pt and backbone.safetensors — the SWA average when kept — and return the run's summary."
     path = r.out / "backbone.pt"
     if r.main: save_backbone(path, r.swa.module if r.swa is not None else r.method.backbone())
     if not r.method.trainable: return {"out_dir": str(r.out), "steps": 0, "backbone": str(path)}
