@@ -18,10 +18,10 @@ from .domain import get_domain
 from .config import ConfigError, TrainConfig
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'CheckpointError', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights', 'load_backbone',
-           'tb_tags', 'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents', 'check_out_dir',
-           'resume_checkpoint', 'open_run_dir', 'config_key', 'code_digest', 'same_run']
+__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'SEED_PREFIXES', 'TB_NAMES', 'TB_ALIASES', 'CheckpointError', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights',
+           'load_matching', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents',
+           'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'config_key', 'code_digest', 'same_run']
 
 # %% ../nbs/22_runs.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -104,6 +104,36 @@ def load_encoder_weights(encoder: nn.Module, src, map_location="cpu", name=None)
         raise CheckpointError(f"{src}: its weights do not fit the encoder {getattr(encoder, 'name', type(encoder).__name__)}: "
                               f"{' '.join(str(e).split())[:400]}") from None
     return encoder
+
+# %% ../nbs/22_runs.ipynb #2d473204
+SEED_PREFIXES = ("module.", "student_encoder.", "backbone.", "encoder.", "model.")  # DDP, seed 004's student, common wrappers
+
+def _tensor_dict(ck) -> dict:
+    "The largest mapping of name -> tensor inside a loaded checkpoint (its state dict, wherever the seed's script put it)."
+    if isinstance(ck, dict) and ck and all(isinstance(v, torch.Tensor) for v in ck.values()): return ck
+    subs = [_tensor_dict(v) for v in (ck.values() if isinstance(ck, dict) else [])]
+    return max(subs, key=len, default={})
+
+def _strip(k: str, own, prefixes) -> str | None:
+    "`k` less as many wrapper `prefixes` as it takes to name a parameter of `own` (None if none does)."
+    while k not in own:
+        p = next((p for p in prefixes if k.startswith(p)), None)
+        if p is None: return None
+        k = k[len(p):]
+    return k
+
+def load_matching(encoder: nn.Module, src, map_location="cpu", prefixes=SEED_PREFIXES) -> dict:
+    "Load a foreign checkpoint (a seed's .pth) into `encoder`: every tensor whose name, less known `prefixes`, and shape match; the rest named."
+    ck = torch.load(src, map_location=map_location, weights_only=True) if isinstance(src, (str, os.PathLike)) else src
+    own, target = portable(encoder).state_dict(), portable(encoder)
+    found, unmatched = {}, []
+    for k, v in _tensor_dict(ck).items():
+        name = _strip(k, own, prefixes)
+        if name is None: unmatched.append(f"{k}: no such parameter")
+        elif tuple(own[name].shape) != tuple(v.shape): unmatched.append(f"{k}: shape {tuple(v.shape)}, the encoder's {tuple(own[name].shape)}")
+        else: found[name] = v
+    target.load_state_dict(found, strict=False)
+    return {"loaded": sorted(found), "unmatched": unmatched, "missing": sorted(set(own) - set(found))}
 
 # %% ../nbs/22_runs.ipynb #a1c0e051
 def load_backbone(path, device="cpu", config=None) -> nn.Module:
