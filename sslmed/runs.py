@@ -253,7 +253,8 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
     ck = load_checkpoint(path)
     defaults = {f.name: _default(f) for f in fields(TrainConfig)}
     diff = [k for k in _RESUME_KEYS if ck["config"].get(k, defaults[k]) != getattr(cfg, k)]
-    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's")
+    stage2 = " (to pretrain on new data from this checkpoint, as seed 004's stage 2, start a new run with init_from instead)" if {"dataset", "data"} & set(diff) else ""
+    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's{stage2}")
     return ck
 
 # %% ../nbs/22_runs.ipynb #a1c0e026

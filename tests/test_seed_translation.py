@@ -166,3 +166,20 @@ def test_translated_run_starts(domain, tmp_path, capsys):
         if domain == "angio": assert saved["method_kw"]["n_global"] == saved["views"]["n_global"] == s["data"]["num_views"]
         if domain == "neuro": assert saved["encoder_kw"]["depth"] == 12      # vit_tiny: timm's ViT-Ti, through the CLI's path
         if domain == "fundus" and method == "triplet": assert "expander" not in saved["method_kw"]
+
+def test_seed_004_stage_two_pretraining_on_new_data(tmp_path, capsys):
+    "Seed 004's workflow 3: pretrain, then continue on other data from the checkpoint: load_backbone.ckpt_path (init_from) trains; "
+    "resume_checkpoint (an exact resume) with other data says to use init_from."
+    from sslmed.runs import load_checkpoint
+    tiny = ["steps=2", "warmup_steps=0", "progress=false", "log_every=1", "ckpt_every=2", "batch_size=4", "data.size=32"]
+    assert cli_train(recipe="neuro", method="ema_jepa", profile="smoke", set=[*tiny, "data.n=16", f"out_dir={tmp_path / 'stage1'}"]) == 0
+    ck = tmp_path / "stage1" / "last.pt"
+    stage2 = tmp_path / "stage2.yaml"
+    stage2.write_text(yaml.safe_dump({"system": {"which": "VisionPretrainingSystem"}, "training": {"load_backbone": {"ckpt_path": str(ck)}}}))
+    assert cli_train(recipe="neuro", profile="smoke", seed_config=str(stage2), set=[*tiny, "data.n=24", "seed=1", f"out_dir={tmp_path / 'stage2'}"]) == 0
+    second = load_checkpoint(tmp_path / "stage2" / "last.pt")
+    assert second["config"]["init_from"] == str(ck) and second["config"]["data"]["n"] == 24 and second["step"] == 2
+    resume = tmp_path / "resume.yaml"
+    resume.write_text(yaml.safe_dump({"training": {"resume_checkpoint": str(ck)}}))
+    with pytest.raises(ValueError, match="as seed 004's stage 2, start a new run with init_from instead"):
+        cli_train(recipe="neuro", method="ema_jepa", profile="smoke", seed_config=str(resume), set=[*tiny, "data.n=24", f"out_dir={tmp_path / 'r'}"])
