@@ -31,7 +31,7 @@ def test_a_new_run_refuses_a_folder_with_results_and_touches_nothing(tmp_path):
     out = tmp_path / "run"
     fit(cfg(out))
     before = tree(out)
-    with pytest.raises(FileExistsError, match=rf"out_dir {out} is not empty: it holds backbone.pt, backbone.safetensors, best-loss.pt, best.pt, config.yaml"):
+    with pytest.raises(FileExistsError, match=rf"out_dir {out} is not empty: it holds backbone.pt, backbone.safetensors, backbone_last.pt, backbone_last.safetensors, best-loss.pt, best.pt, config.yaml"):
         fit(cfg(out, steps=6, lr=5e-3))
     r = cli(out, "steps=6")  # the command line says the same, and also changes nothing
     assert r.returncode != 0 and "is not empty" in r.stderr and "overwrite: true" in r.stderr, r.stderr[-1500:]
