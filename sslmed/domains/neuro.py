@@ -44,8 +44,8 @@ __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'M
            'write_dicom_series', 'write_nifti', 'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr',
            'to_channels', 'head_mask', 'crop_to_head', 'detect_window', 'modality_from_name', 'check_hu',
            'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture', 'AddForeground', 'OnImage',
-           'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views', 'neuro_eval', 'neuro_backbone',
-           'neuro_seed_overrides']
+           'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views', 'neuro_eval', 'window_stats',
+           'neuro_backbone', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -919,6 +919,21 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, 
     tf.groups = max(1, len(names))
     return tf
 
+
+# %% ../../nbs/domains/14_neuro.ipynb #12feca0b
+def window_stats(ds, windows=("brain", "blood", "bone"), n: int | None = None) -> dict:
+    "`views.norm_stats` measured on `ds`: each CT window's mean and standard deviation over every voxel of its first `n` items."
+    acc = {w: torch.zeros(3, dtype=torch.float64) for w in windows}   # count, sum, sum of squares
+    for i in range(len(ds) if n is None else min(n, len(ds))):
+        x = torch.as_tensor(ds[i][0])[None].float()
+        for w in windows:
+            v = CTWindow([w])(x).double()
+            acc[w] += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+    out = {}
+    for w, (c, s, q) in acc.items():
+        m = s / c
+        out[w] = [round(float(m), 6), round(float((q / c - m * m).clamp_min(1e-12).sqrt()), 6)]
+    return out
 
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
 from ..domain import Derived
