@@ -6,13 +6,15 @@ Docs: https://sslmed.github.io/sslmed/sigreg.html.md"""
 
 # %% ../nbs/01_sigreg.ipynb #f05548e2
 from __future__ import annotations
+from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.distributed as dist
 from torch import nn, Tensor
 from .core import check_floating, stat_dtype
 
 # %% auto #0
-__all__ = ['EMBEDDING_KINDS', 'ep_quadrature', 'epps_pulley', 'sigreg_reference', 'SIGReg', 'sample_embeddings', 'sigreg_sweep']
+__all__ = ['EP_METHODS', 'EMBEDDING_KINDS', 'ep_quadrature', 'epps_pulley', 'sigreg_reference', 'SIGReg', 'sample_embeddings',
+           'sigreg_sweep']
 
 # %% ../nbs/01_sigreg.ipynb #c9dc7ca5
 def ep_quadrature(t_max: float = 3.0, n_points: int = 17, device=None, dtype=torch.float32):
@@ -33,8 +35,31 @@ def _rows_per_chunk(n: int, m: int, k: int, device: torch.device) -> int:
     budget = n * m if device.type != "cpu" else min(n * m, 1 << 20)
     return max(1, min(n, budget // max(1, k * m)))
 
-def _ecf_sums(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    "Column sums of cos(t_k z) and sin(t_k z): two (knots, M) tensors."
+def _phasors(z: Tensor, delta: float) -> Tensor:
+    "e^{iΔz} per element: the only transcendental calls of the fast path, two per element."
+    th = z * delta
+    return torch.polar(torch.ones_like(th), th)
+
+# %% ../nbs/01_sigreg.ipynb #b7e2f3a4
+_CPU_BLOCK = 32767  # elements per block on CPU: below ATen's grain size, so every step runs inline
+
+def _blocks(fn, n: int, m: int, device: torch.device) -> int:
+    "Call `fn(worker, lo, hi)` over row blocks, split over threads on CPU; returns the number of workers."
+    rows = n if device.type != "cpu" else max(1, min(n, _CPU_BLOCK // max(1, m)))
+    blocks = [(i, min(n, i + rows)) for i in range(0, n, rows)]
+    workers = min(torch.get_num_threads(), len(blocks)) if device.type == "cpu" else 1
+    per = -(-len(blocks) // workers)
+    def work(w):
+        with torch.no_grad():
+            for lo, hi in blocks[w * per:(w + 1) * per]: fn(w, lo, hi)
+    if workers == 1: work(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool: list(pool.map(work, range(workers)))
+    return workers
+
+# %% ../nbs/01_sigreg.ipynb #f1a2b3c4
+def _ecf_sums_direct(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    "Column sums of cos(t_k z) and sin(t_k z), one cos and one sin per element and knot: two (knots, M) tensors."
     n, m = z.shape
     c, s = z.new_zeros(len(t), m), z.new_zeros(len(t), m)
     step = _rows_per_chunk(n, m, len(t), z.device)
@@ -44,10 +69,48 @@ def _ecf_sums(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         s += a.sin().sum(0)
     return c, s
 
+def _ecf_sums_powers(e: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    "Column sums of Re and Im of e^j, j = 1..k, from the phasors `e` (N, M), one complex product per knot: two (k, M) tensors."
+    n, m = e.shape
+    acc = e.new_zeros(min(torch.get_num_threads(), n) if e.device.type == "cpu" else 1, k, m)
+    def block(w, lo, hi):
+        ei, a = e[lo:hi], acc[w]
+        p = ei.clone()
+        for j in range(k):
+            a[j] += p.sum(0)
+            if j < k - 1: p.mul_(ei)                  # e^{j+1} -> e^{j+2}
+    _blocks(block, n, m, e.device)
+    acc = acc.sum(0)
+    return acc.real.contiguous(), acc.imag.contiguous()
+
+def _grad_direct(z: Tensor, t: Tensor, k_sin: Tensor, k_cos: Tensor) -> Tensor:
+    "Σ_k k_sin[k]·sin(t_k z) + k_cos[k]·cos(t_k z) per element of z (N, M)."
+    grad = torch.empty_like(z)
+    step = _rows_per_chunk(*z.shape, len(t), z.device)
+    for i in range(0, z.shape[0], step):
+        a = z[i:i + step, None, :] * t[:, None]
+        grad[i:i + step] = (a.sin() * k_sin).sum(1) + (a.cos() * k_cos).sum(1)
+    return grad
+
+def _grad_powers(e: Tensor, d: Tensor) -> Tensor:
+    "Re Σ_j d_j e^j (j = 1..K) per element of the phasors `e` (N, M), by Horner's rule over the knots."
+    grad = e.real.new_empty(e.shape)
+    def block(w, lo, hi):
+        ei = e[lo:hi]
+        h = d[-1].expand_as(ei).clone()
+        for j in range(len(d) - 2, -1, -1): torch.addcmul(d[j], h, ei, out=h)  # h <- h·e + d_j
+        grad[lo:hi] = h.mul_(ei).real
+    _blocks(block, *e.shape, e.device)
+    return grad
+
+# %% ../nbs/01_sigreg.ipynb #c93d1e27
 class _EppsPulley(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z, t, w, phi):
-        c, s = _ecf_sums(z, t)
+    def forward(ctx, z, t, w, phi, method):
+        if method == "powers":  # t_k = k·t_1
+            e = _phasors(z, t[0].item())
+            c, s = _ecf_sums_powers(e, len(t))
+        else: c, s = _ecf_sums_direct(z, t)
         world = _world_size()
         if world > 1:
             buf = torch.cat([c.flatten(), s.flatten(), z.new_tensor([z.shape[0]])])
@@ -59,32 +122,34 @@ class _EppsPulley(torch.autograd.Function):
         if not bool(torch.isfinite(C).all() & torch.isfinite(S).all()):
             raise ValueError("SIGReg input holds non-finite values (NaN or Inf)")
         wp = (w * phi)[:, None]
-        ctx.save_for_backward(z, t, wp, C - phi[:, None], S)
-        ctx.world = world
+        ctx.save_for_backward(e if method == "powers" else z, t, wp, C - phi[:, None], S)
+        ctx.world, ctx.method = world, method
         return n * (wp * ((C - phi[:, None]) ** 2 + S ** 2)).sum(0)
 
     @staticmethod
     def backward(ctx, g):
-        z, t, wp, dC, S = ctx.saved_tensors
+        ze, t, wp, dC, S = ctx.saved_tensors
         k_sin = -2 * wp * t[:, None] * dC * g          # (knots, M)
         k_cos = 2 * wp * t[:, None] * S * g
-        grad = torch.empty_like(z)
-        step = _rows_per_chunk(*z.shape, len(t), z.device)
-        for i in range(0, z.shape[0], step):
-            a = z[i:i + step, None, :] * t[:, None]
-            grad[i:i + step] = (a.sin() * k_sin).sum(1) + (a.cos() * k_cos).sum(1)
-        return grad * ctx.world, None, None, None
+        if ctx.method == "powers": grad = _grad_powers(ze, torch.complex(k_cos, -k_sin))  # Re((k_cos - i k_sin)(cos + i sin))
+        else: grad = _grad_direct(ze, t, k_sin, k_cos)
+        return grad * ctx.world, None, None, None, None
 
 # %% ../nbs/01_sigreg.ipynb #513eafa1
-def epps_pulley(z: Tensor, t_max: float = 3.0, n_points: int = 17) -> Tensor:
+EP_METHODS = ("powers", "direct")
+
+def epps_pulley(z: Tensor, t_max: float = 3.0, n_points: int = 17,
+                method: str = "powers", # "powers": e^{i t_k z} as powers of e^{iΔz}; "direct": cos and sin at every knot
+               ) -> Tensor:
     "Epps-Pulley statistic of each column of `z` (N, M) against N(0, 1), multiplied by the global N: shape (M,)."
     check_floating(z, "z")
     if z.ndim != 2: raise ValueError(f"epps_pulley expects z of shape (N, M), got shape {tuple(z.shape)}")
+    if method not in EP_METHODS: raise ValueError(f"epps_pulley: method must be one of {EP_METHODS}, got {method!r}")
     with torch.autocast(z.device.type, enabled=False):
         z = z.to(stat_dtype(z))
         t, w, phi = ep_quadrature(t_max, n_points, z.device, z.dtype)
         # knot 0 contributes nothing: the ECF at t=0 is exactly 1 = phi(0)
-        return _EppsPulley.apply(z, t[1:], w[1:], phi[1:])
+        return _EppsPulley.apply(z, t[1:], w[1:], phi[1:], method)
 
 # %% ../nbs/01_sigreg.ipynb #1f337c85
 def sigreg_reference(x: Tensor, step: int, num_slices: int = 256, t_max: float = 5.0, n_points: int = 17) -> Tensor:
