@@ -435,6 +435,7 @@ def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, bat
     if augment is None: augment = dom.finetune_augment() if dom.finetune_augment else None  # the domain's default (fundus: seed 002's)
     kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
               progress=False, augment=augment or None)
+    torch.manual_seed(seed)   # the head's initial weights, as everything else of the fine-tuning, a function of the seed
     res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
            else finetune_cam(model, *data, K, cam_weight, task, **kw))
     ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
