@@ -60,6 +60,9 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "init_from": (lambda v: v is None or _name(v), "null or a checkpoint or backbone file"),
     "num_workers": _at_least(0),
     "device": (lambda v: bool(_DEVICE.fullmatch(v)), "auto, cpu, mps, cuda or cuda:N"),
+    "nodes": (lambda v: v is None or v >= 1, "null (as launched) or >= 1"),
+    "procs_per_node": (lambda v: v is None or v >= 1, "null (as launched) or >= 1"),
+    "lock_wait": (lambda v: v >= 0, ">= 0 seconds (.inf: as long as it takes)"),
 }
 _BY_TYPE = ("data", "method_kw", "encoder_kw", "compile", "swa", "resume", "overwrite", "progress", "wandb", "decay_1d")  # any value of the type
 
@@ -141,6 +144,9 @@ class TrainConfig:
     sampler: str = "random"             # random | pairs: anchor-positive pairs of the domain's label (seed 002's triplet)
                                         # | study: whole studies per micro-batch, about batch_size items (seed 004's study sampler)
     device: str = "auto"                # auto | cpu | mps | cuda | cuda:N
+    nodes: int | None = None            # nodes the run spans (seed 004's infra.num_nodes); null: as launched
+    procs_per_node: int | None = None   # processes, one per GPU, on each node (seed 004's infra.num_gpus); null: as launched
+    lock_wait: float = 0.0              # seconds to wait while another run holds out_dir (0: refuse at once; .inf: wait)
     progress: bool = True
     wandb: bool = False                 # also log to Weights & Biases, offline, when wandb is installed
 

@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 import yaml
 from torch import nn
-from .core import atomic_path, file_lock, files_digest, project_root
+from .core import atomic_path, files_digest, project_root
 from .data.core import DataError, Quarantine
 from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .config import TrainConfig, recipe
-from .runs import load_backbone, config_key, code_digest, same_run
-from .train import fit
+from .runs import load_backbone, code_digest, run_dir
+from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
@@ -104,15 +104,9 @@ def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, ov
     "Train `method` on `domain` with the profile's recipe (reusing an identical finished run); returns the run folder."
     root = Path(root or project_root())
     cfg = recipe(domain, method, recipe_profile(profile), [f"seed={seed}", f"progress={str(progress).lower()}", *as_overrides(overrides)], root=root)
-    out = root / "runs" / "train" / profile / domain / f"{method}_s{seed}_{config_key(cfg)}_{code_digest(root)}"
-    cfg.out_dir = str(out)
-    saved = out / "config.yaml"
-    with file_lock(out.parent / f".{out.name}.lock"):  # notebooks run with --jobs may ask for the same run at once
-        if (out / "backbone.pt").is_file() and saved.is_file() and same_run(yaml.safe_load(saved.read_text()), cfg):
-            return out
-        cfg.overwrite = out.exists()  # an unfinished run of this config (killed, or from a failed notebook): start it again
-        fit(cfg)
-    return out
+    cfg.out_dir = str(run_dir(cfg, profile, root))  # the run store: where sslmed train --recipe, torchrun and srun put it too
+    ensure_trained(cfg)  # reused when finished; resumed when killed or stopped; another notebook training it: waited for
+    return Path(cfg.out_dir)
 
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     "A run's config and its metrics.csv (None for the untrained baseline)."

@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/runs.html.md"""
 
 # %% ../nbs/22_runs.ipynb #68ab19f4
 from __future__ import annotations
-import csv, dataclasses, hashlib, json, os, random, re, shutil, sys, warnings
+import ast, contextlib, csv, dataclasses, fcntl, functools, hashlib, json, os, random, re, shutil, socket, sys, time, warnings
 from collections import OrderedDict
 from dataclasses import fields, asdict
 from pathlib import Path
@@ -14,14 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 from .core import atomic_path, atomic_write_text, files_digest, project_root
-from .domain import get_domain
+from .domain import get_domain, list_domains
 from .config import ConfigError, TrainConfig
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'SEED_PREFIXES', 'TB_NAMES', 'TB_ALIASES', 'CheckpointError', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights',
-           'load_matching', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'stale_temp_files', 'run_contents',
-           'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'config_key', 'code_digest', 'same_run']
+__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'SEED_PREFIXES', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES',
+           'TRAINING_HELPERS', 'NOT_TRAINING', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights', 'load_matching', 'load_backbone',
+           'tb_tags', 'wandb_run', 'RunLogger', 'RunLocked', 'lock_holder', 'locked_error', 'run_lock', 'lock_in_use',
+           'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'declared_world',
+           'config_key', 'code_digest', 'same_run', 'training_modules', 'code_text', 'training_code_digest',
+           'launched_world', 'run_dir']
 
 # %% ../nbs/22_runs.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -210,6 +213,64 @@ class RunLogger:
         if self.tb is not None: self.tb.close()
         if self.wb is not None: self.wb.finish()
 
+# %% ../nbs/22_runs.ipynb #3eee7a7a
+LOCK_FILE = ".run.lock"
+_HELD: dict = {}  # resolved run folder -> [open lock file, depth]: this process's locks, each opened once
+
+class RunLocked(RuntimeError):
+    "Another process holds the run folder's lock."
+
+def lock_holder(out_dir) -> dict:
+    "Who holds `out_dir`'s lock, as its lock file says: host, pid, SLURM job, start time ({} when free)."
+    try: return json.loads((Path(out_dir) / LOCK_FILE).read_text() or "{}")
+    except (OSError, ValueError): return {}
+
+def _holder() -> dict:
+    return dict(host=socket.gethostname(), pid=os.getpid(), slurm_job=os.environ.get("SLURM_JOB_ID"),
+                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+def locked_error(out_dir, holder: dict) -> RunLocked:
+    "The refusal of a run whose folder another run holds, naming that run."
+    job = f", SLURM job {holder['slurm_job']}" if holder.get("slurm_job") else ""
+    who = f"pid {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('started')}" if holder else "a run starting up"
+    return RunLocked(f"run folder {out_dir} is in use by another run ({who}); two runs in one folder would mix their "
+                     f"files: wait for it (lock_wait: seconds, .inf for as long as it takes) or choose another out_dir")
+
+# %% ../nbs/22_runs.ipynb #d9a92924
+@contextlib.contextmanager
+def run_lock(out_dir, wait: float = 0):
+    "Own `out_dir` while inside: an exclusive `flock` on `out_dir/.run.lock`, holder written in; `RunLocked` after `wait` seconds."
+    out = Path(out_dir).resolve()
+    if str(out) in _HELD:  # held by this process already: one more level, no second open file
+        _HELD[str(out)][1] += 1
+        try: yield out
+        finally: _HELD[str(out)][1] -= 1
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    f, t0 = open(out / LOCK_FILE, "a+"), time.monotonic()
+    while True:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+        except BlockingIOError:
+            if time.monotonic() - t0 >= wait: f.close(); raise locked_error(out, lock_holder(out)) from None
+            time.sleep(min(1.0, max(0.01, wait / 100)))
+    f.seek(0); f.truncate(); f.write(json.dumps(_holder())); f.flush(); os.fsync(f.fileno())
+    _HELD[str(out)] = [f, 1]
+    try: yield out
+    finally:
+        del _HELD[str(out)]
+        f.seek(0); f.truncate(); f.flush()
+        fcntl.flock(f, fcntl.LOCK_UN); f.close()
+
+def lock_in_use(out_dir) -> dict | None:
+    "The holder of `out_dir`'s lock when another process holds it, else None; a shared probe, never of a lock this process holds."
+    p = Path(out_dir).resolve() / LOCK_FILE
+    if str(p.parent) in _HELD or not p.is_file(): return None
+    with open(p) as f:
+        try: fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared: needs only read access (NFS)
+        except BlockingIOError: return lock_holder(out_dir)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
 # %% ../nbs/22_runs.ipynb #a1c0e018
 _TMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)")
 
@@ -223,17 +284,18 @@ def stale_temp_files(out_dir) -> list[Path]:
     return found
 
 def run_contents(out_dir) -> list[str]:
-    "What `out_dir` holds besides stale temp files (folders end in `/`): a new run refuses a folder where this is not empty."
+    "What `out_dir` holds besides stale temp files and the lock (folders end in `/`): a new run refuses a folder where this is not empty."
     out = Path(out_dir)
     if not out.is_dir(): return []
     stale = set(stale_temp_files(out))
-    return [p.name + "/" * p.is_dir() for p in sorted(out.iterdir()) if p not in stale]
+    return [p.name + "/" * p.is_dir() for p in sorted(out.iterdir()) if p not in stale and p.name != LOCK_FILE]
 
 # %% ../nbs/22_runs.ipynb #a1c0e020
 def check_out_dir(cfg: TrainConfig):
-    "Refuse a new run into an `out_dir` that holds anything (unless `overwrite` or a resume), touching nothing."
+    "Refuse a new run into an `out_dir` that holds anything (unless `overwrite` or a resume) — naming the run in it, if one is — touching nothing."
     if cfg.overwrite or cfg.resume or cfg.resume_from: return
     held = run_contents(cfg.out_dir)
+    if held and (holder := lock_in_use(cfg.out_dir)) is not None: raise locked_error(Path(cfg.out_dir).resolve(), holder)
     if held:
         shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
         raise FileExistsError(f"out_dir {cfg.out_dir} is not empty: it holds {shown}; set resume: true to continue that run, "
@@ -245,8 +307,8 @@ _RESUME_KEYS = ("domain", "dataset", "method", "method_kw", "encoder", "encoder_
 
 def _default(f): return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
-def resume_checkpoint(cfg: TrainConfig) -> dict | None:
-    "The checkpoint a resumed run continues from, checked against `cfg` (on the CPU); None for a fresh start."
+def resume_checkpoint(cfg: TrainConfig, world: int = 1) -> dict | None:
+    "The checkpoint a resumed run continues from, checked against `cfg` and the number of processes (on the CPU); None for a fresh start."
     if cfg.resume_from: path = Path(cfg.resume_from)
     elif cfg.resume and (Path(cfg.out_dir) / "last.pt").exists(): path = Path(cfg.out_dir) / "last.pt"
     else: return None
@@ -255,6 +317,9 @@ def resume_checkpoint(cfg: TrainConfig) -> dict | None:
     diff = [k for k in _RESUME_KEYS if ck["config"].get(k, defaults[k]) != getattr(cfg, k)]
     stage2 = " (to pretrain on new data from this checkpoint, as seed 004's stage 2, start a new run with init_from instead)" if {"dataset", "data"} & set(diff) else ""
     if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's{stage2}")
+    if ck.get("world", world) != world:  # checkpoints before the key was written: unknown, allowed
+        raise ConfigError("procs_per_node", f"cannot resume from {path}: {ck['world']} processes trained it and this run has {world}; "
+                                            f"their batches would differ: start it as {ck['world']} processes")
     return ck
 
 # %% ../nbs/22_runs.ipynb #a1c0e026
@@ -273,7 +338,7 @@ def open_run_dir(cfg: TrainConfig) -> Path:
     return out
 
 # %% ../nbs/22_runs.ipynb #030e7474
-_VOLATILE_KEYS = ("out_dir", "progress", "resume", "overwrite")
+_VOLATILE_KEYS = ("out_dir", "progress", "resume", "overwrite", "log_every", "wandb", "lock_wait", "nodes", "procs_per_node")
 
 def _canonical(d: dict) -> dict:
     "A config (as a dict) less the keys that do not change the result and the `method_kw` equal to the method's own defaults."
@@ -289,12 +354,18 @@ def _canonical(d: dict) -> dict:
 
 def _canonical_json(d: dict) -> str: return json.dumps(_canonical(d), sort_keys=True, default=str)
 
-def config_key(cfg: TrainConfig) -> str:
-    "A short hash of everything in a config that changes the result (not the output folder, the progress bar, or a method default spelt out)."
-    return hashlib.sha1(_canonical_json(dataclasses.asdict(cfg)).encode()).hexdigest()[:10]
+def declared_world(cfg: TrainConfig) -> int | None:
+    "Processes a config asks for: `nodes` × `procs_per_node` (None when it names neither)."
+    if cfg.nodes is None and cfg.procs_per_node is None: return None
+    return (cfg.nodes or 1) * (cfg.procs_per_node or 1)
+
+def config_key(cfg: TrainConfig, world: int | None = None) -> str:
+    "A short hash of what a run computes: the config less the keys that change nothing, and its processes (default: as declared, else 1)."
+    world = world or declared_world(cfg) or 1
+    return hashlib.sha1(json.dumps([_canonical_json(dataclasses.asdict(cfg)), world]).encode()).hexdigest()[:10]
 
 def code_digest(root=None) -> str:
-    "A short hash of the library's source: runs and features are reused only if the code that made them is unchanged."
+    "A short hash of the whole library's source: features are reused only if the code that made them is unchanged."
     root = Path(root or project_root())
     return files_digest(sorted((root / "sslmed").rglob("*.py")), root)[:8]
 
@@ -302,3 +373,78 @@ def same_run(saved: dict, cfg: TrainConfig) -> bool:
     "Whether a saved config is `cfg`, up to the keys that do not change the result."
     return _canonical_json(saved) == _canonical_json(dataclasses.asdict(cfg))
 
+# %% ../nbs/22_runs.ipynb #651da83e
+TRAINING_MODULES = ("sigreg", "losses", "encoders", "views", "masks", "methods", "phantoms", "domain", "data.core",
+                    "config", "samplers", "optim", "train")  # whole modules: any line of them can change what a run computes
+TRAINING_HELPERS = {"core": ("check_floating", "stat_dtype"), "metrics": ("task_loss",)}  # these definitions and what they call
+NOT_TRAINING = {"runs": "where a run is stored, its lock, logs and checkpoint files",
+                "domains": "the package of domain modules (a run keys on its own domain's module)"}
+
+def _module_file(module: str) -> Path:
+    "The source file of `sslmed.<module>` as imported (the code that runs, wherever the checkout is)."
+    import sslmed
+    return Path(sslmed.__file__).resolve().parent.joinpath(*module.split(".")).with_suffix(".py")
+
+def training_modules(domain: str | None = None) -> list[tuple[str, tuple | None]]:
+    "`(module, definitions, or None for all)` of the code that shapes a run on `domain` (on any domain when None)."
+    doms = [domain] if domain else list_domains()
+    return [(m, None) for m in (*TRAINING_MODULES, *(f"domains.{d}" for d in doms))] + list(TRAINING_HELPERS.items())
+
+# %% ../nbs/22_runs.ipynb #c81396bf
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+           isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+def _names(stmt) -> list[str]:
+    "The names a top-level statement defines."
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): return [stmt.name]
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+    return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+
+def _definitions(tree: ast.Module, names) -> list:
+    "The top-level statements defining `names` and the module's own names they use, in file order."
+    defs = {n: s for s in tree.body for n in _names(s)}
+    if missing := [n for n in names if n not in defs]: raise KeyError(f"no top-level definition of {missing}")
+    want, todo = set(), list(names)
+    while todo:
+        n = todo.pop()
+        if n in want: continue
+        want.add(n)
+        todo += [u.id for u in ast.walk(defs[n]) if isinstance(u, ast.Name) and u.id in defs]
+    return [s for s in tree.body if want & set(_names(s))]
+
+def code_text(source: str, names=None) -> str:
+    "Python's rendering of `source` — or of its definitions `names` and what they use — without comments and docstrings."
+    tree = _strip_docstrings(ast.parse(source))
+    if names is not None: tree.body = _definitions(tree, names)
+    return ast.unparse(tree)
+
+# %% ../nbs/22_runs.ipynb #363139f3
+@functools.lru_cache(maxsize=256)
+def _file_code(path: Path, names, stamp) -> str: return code_text(path.read_text(), names)  # stamp: size and mtime
+
+def training_code_digest(domain: str | None = None) -> str:
+    "A short hash of the code that shapes a run on `domain`: `training_modules`, each read as `code_text`."
+    h = hashlib.sha256()
+    for m, names in training_modules(domain):
+        f = _module_file(m)
+        st = f.stat()
+        h.update(f"{m}:{names}\n".encode()); h.update(_file_code(f, names, (st.st_size, st.st_mtime_ns)).encode())
+    return h.hexdigest()[:8]
+
+# %% ../nbs/22_runs.ipynb #2c3da64f
+def launched_world(env=None) -> int | None:
+    "Processes the launcher started: torchrun's WORLD_SIZE, else the tasks of an `srun` step; None for a process started alone."
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env: return int(env["WORLD_SIZE"])
+    return int(env["SLURM_STEP_NUM_TASKS"]) if "SLURM_STEP_NUM_TASKS" in env else None  # set in job steps, not batch scripts
+
+def run_dir(cfg: TrainConfig, profile: str, root=None, world: int | None = None) -> Path:
+    "A run's folder in the run store: `runs/train/<profile>/<domain>/<method>_s<seed>_<config_key>_<training_code_digest>`."
+    world = world or launched_world() or declared_world(cfg) or 1
+    name = f"{cfg.method}_s{cfg.seed}_{config_key(cfg, world)}_{training_code_digest(cfg.domain)}"
+    return Path(root or project_root()) / "runs" / "train" / profile / str(cfg.domain) / name

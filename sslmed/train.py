@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/train.html.md"""
 
 # %% ../nbs/25_train.ipynb #4e83c4d1
 from __future__ import annotations
-import hashlib, json, math, os, random, re, shutil, time, typing
+import contextlib, hashlib, json, math, os, random, re, shutil, signal, subprocess, sys, threading, time, typing
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -22,15 +22,18 @@ from .domain import get_domain, list_domains, seed_overrides
 from .config import ConfigError, TrainConfig
 from .config import recipe as _recipe  # `train`'s --recipe names the domain
 from .runs import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, save_backbone, load_encoder_weights,
-                         check_out_dir, resume_checkpoint, open_run_dir, RunLogger)
+                         check_out_dir, resume_checkpoint, open_run_dir, RunLogger, CheckpointError, RunLocked, run_lock,
+                         run_contents, same_run, declared_world, launched_world, run_dir)
 from .samplers import ResumableBatches, PairBatches, StudyBatches, study_ids, pair_labels
 from .optim import build_optimizer, warmup_cosine
 
 # %% auto #0
-__all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'make_views',
-           'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'setup_run', 'next_batch',
-           'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint',
-           'save_checkpoints', 'finish_run', 'fit', 'train']
+__all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'first_host', 'srun_env',
+           'make_views', 'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'check_world',
+           'requeued_run', 'own_out_dir', 'setup_run', 'start_run', 'next_batch', 'forward_loss', 'backward_micro',
+           'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint', 'save_checkpoints', 'save_last', 'finish_run',
+           'StopSignals', 'agreed_stop', 'RunStopped', 'requeue_job', 'stop_run', 'train_step', 'fit', 'ensure_trained',
+           'train']
 
 # %% ../nbs/25_train.ipynb #efb826b3
 def build_dataset(cfg: TrainConfig):
@@ -61,14 +64,33 @@ def seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed % (2 ** 32)); torch.manual_seed(seed)
 
 def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
-    "Rank, world size and device; under torchrun initialise the process group (nccl on GPU, gloo on CPU)."
+    "Rank, world size and device; under torchrun or `srun` (`srun_env`) initialise the process group (nccl on GPU, gloo on CPU)."
+    os.environ.update(srun_env())
     world, rank, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and world > 1 and torch.cuda.device_count() <= local: local = 0  # srun bound one GPU to this task
     dev = torch.device(f"cuda:{local}" if device == "cuda" and world > 1 else device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if dev.type == "cuda": torch.cuda.set_device(dev)
     return (dist.get_rank(), dist.get_world_size(), dev) if dist.is_initialized() else (rank, 1, dev)
+
+# %% ../nbs/25_train.ipynb #b5bd3921
+def first_host(nodelist: str) -> str:
+    "The first host of a SLURM node list: `gpu[03-04,07],cpu1` -> `gpu03`."
+    m = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,]*)", nodelist.strip())
+    if not (m[1] or m[2]): raise ValueError(f"cannot read a host from the SLURM node list {nodelist!r}")
+    return f"{m[1]}{(m[2] or '').split(',')[0].split('-')[0]}{m[3]}"
+
+def srun_env(env=None) -> dict:
+    "torchrun's variables for one of several tasks that `srun` started (from SLURM_*); {} under torchrun or for one task."
+    env = os.environ if env is None else env
+    n = int(env.get("SLURM_STEP_NUM_TASKS", 1))
+    if "WORLD_SIZE" in env or n <= 1: return {}
+    port = 20000 + (int(env.get("SLURM_JOB_ID", 0)) * 16 + int(env.get("SLURM_STEP_ID", 0))) % 10000
+    return dict(RANK=env["SLURM_PROCID"], WORLD_SIZE=str(n), LOCAL_RANK=env.get("SLURM_LOCALID", "0"),
+                MASTER_ADDR=env.get("MASTER_ADDR") or first_host(env.get("SLURM_STEP_NODELIST") or env["SLURM_NODELIST"]),
+                MASTER_PORT=env.get("MASTER_PORT") or str(port))
 
 # %% ../nbs/25_train.ipynb #a1c0e028
 def make_views(multiview, x: Tensor, seed: int, step: int, offset: int, chunk: int) -> list[Tensor]:
@@ -151,6 +173,7 @@ class Run:
     seen: int = 0
     since_log: int = 0
     t0: float = 0.0
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # out_dir's lock, held by rank 0
 
     @property
     def main(self) -> bool: return self.rank == 0
@@ -166,9 +189,11 @@ class Run:
         return self.ddp.no_sync() if self.ddp is not None and j < self.cfg.accum_steps - 1 else nullcontext()
 
     def close(self):
+        "Remove the hooks, close the bar and the logs, then let go of out_dir."
         for h in self.hooks: h.remove()
         if self.bar is not None: self.bar.close()
         if self.log is not None: self.log.close()
+        self.lock.close()
 
 # %% ../nbs/25_train.ipynb #a1c0e041
 def restore(ck: dict, r: Run) -> tuple[int, float]:
@@ -186,32 +211,76 @@ def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, devic
     elif cfg.sampler == "study": order = StudyBatches(study_ids(ds, get_domain(cfg.domain)), cfg.batch_size, cfg.seed, rank, world, cfg.accum_steps)
     else: order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
-                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda",  # its own seed,
+                                         generator=torch.Generator().manual_seed(_seed(cfg.seed, start, "loader", rank)))  # not a draw of the global RNG
     return order, iter(loader)
 
 # %% ../nbs/25_train.ipynb #a1c0e042
+def check_world(cfg: TrainConfig, world: int):
+    "Refuse a run started as another number of processes than its `nodes` × `procs_per_node`."
+    want, n, p = declared_world(cfg), cfg.nodes or 1, cfg.procs_per_node or 1
+    if want is not None and want != world:
+        raise ConfigError("procs_per_node", f"config keys nodes × procs_per_node ask for {n} × {p} = {want} processes, but this run "
+                          f"was started as {world}: start it with `torchrun --nnodes {n} --nproc_per_node {p}` or `srun --nodes {n} --ntasks-per-node {p}`")
+
+def requeued_run(cfg: TrainConfig) -> bool:
+    "Whether this process is a requeued SLURM job continuing its own run: out_dir's last.pt was written by this job."
+    job, last = os.environ.get("SLURM_JOB_ID"), Path(cfg.out_dir) / "last.pt"
+    if not job or os.environ.get("SLURM_RESTART_COUNT", "0") == "0" or cfg.resume or cfg.resume_from or not last.is_file(): return False
+    try: return load_checkpoint(last).get("slurm_job") == job
+    except CheckpointError: return False
+
+def own_out_dir(r: Run):
+    "Rank 0 takes out_dir's lock for the run's life (in `r.lock`); every rank raises `RunLocked` when it could not."
+    err = None
+    if r.main:
+        try: r.lock.enter_context(run_lock(r.cfg.out_dir, r.cfg.lock_wait))
+        except RunLocked as e: err = e
+    if r.world > 1:
+        ok = torch.tensor([int(err is None)], device=r.device)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if not int(ok) and err is None: err = RunLocked(f"rank 0 could not take the lock of {r.cfg.out_dir}: another run holds it")
+    if err is not None: raise err
+
+# %% ../nbs/25_train.ipynb #4d435c95
 def setup_run(cfg: TrainConfig, dataset=None) -> Run:
-    "Everything before the first step, in order: refusals (nothing written yet), data, model, optimiser, resumed state, logger."
-    from tqdm import tqdm  # the plain bar: tqdm.auto needs ipywidgets inside papermill kernels
+    "Everything before the first step: refusals (nothing written yet), data, model, out_dir's lock, then `start_run`."
     rank, world, device = setup_distributed(cfg.device)
+    check_world(cfg, world)
+    if requeued_run(cfg): cfg.resume = True  # a requeued SLURM job continues what it wrote before it was stopped
     check_out_dir(cfg)                       # a non-empty out_dir, a torn or mismatched checkpoint: refused here, nothing written
-    ck = resume_checkpoint(cfg)
+    resume_checkpoint(cfg, world)
     dom = get_domain(cfg.domain)
     ds = dataset if dataset is not None else build_dataset(cfg)
     method, views = build_method(cfg, dom, device, world)
-    if world > 1: dist.barrier()             # every rank has looked at out_dir before rank 0 changes it
-    r = Run(cfg, rank, world, device, open_run_dir(cfg) if rank == 0 else Path(cfg.out_dir), dom, method, views)
-    if not method.trainable: return r
+    r = Run(cfg, rank, world, device, Path(cfg.out_dir), dom, method, views)
+    try:
+        own_out_dir(r)
+        check_out_dir(cfg)                   # again, now that no other run can write there
+        ck = resume_checkpoint(cfg, world)
+        if world > 1: dist.barrier()         # every rank has looked at out_dir before rank 0 changes it
+        if r.main: open_run_dir(cfg)
+        return start_run(r, ck, ds)
+    except BaseException:
+        r.close(); raise
+
+def start_run(r: Run, ck: dict | None, ds) -> Run:
+    "Optimiser, schedule, SWA, resumed state, data order, logger and progress bar of a run that owns its folder."
+    from tqdm import tqdm  # the plain bar: tqdm.auto needs ipywidgets inside papermill kernels
+    cfg, world, device = r.cfg, r.world, r.device
+    if not r.method.trainable: return r
     if world > 1 and device.type == "cuda": r.method = nn.SyncBatchNorm.convert_sync_batchnorm(r.method)
     r.opt = build_optimizer(r.method, cfg)
     r.sched = torch.optim.lr_scheduler.LambdaLR(r.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
     r.swa = torch.optim.swa_utils.AveragedModel(r.method.backbone()) if cfg.swa else None
     r.start, best = restore(ck, r) if ck is not None else (0, None)
+    r.window = list(ck.get("window") or []) if ck is not None else []  # a stopped run's monitored values since its last checkpoint
+    if r.main and r.start: print(f"sslmed.train: resuming from step {r.start} in {r.out}", file=sys.stderr)
     r.best, r.hooks = Best(cfg.monitor_mode, best), guard_sigreg(r.method)
     if world > 1: r.ddp = nn.parallel.DistributedDataParallel(r.method, device_ids=[device.index] if device.type == "cuda" else None)
     r.model = r.method if r.ddp is None else r.ddp
     if cfg.compile: r.model = torch.compile(r.model)
-    r.order, r.batches = micro_batches(cfg, ds, r.start, rank, world, device)
+    r.order, r.batches = micro_batches(cfg, ds, r.start, r.rank, world, device)
     resumed = cfg.resume or cfg.resume_from is not None
     r.log = RunLogger(r.out, r.main, keep_until=r.start if resumed else None, method=cfg.method, wandb=cfg.wandb, config=asdict(cfg))
     r.bar = tqdm(total=cfg.steps, initial=r.start, disable=not (r.main and cfg.progress), desc=f"{cfg.method}/{cfg.domain}",
@@ -307,9 +376,14 @@ def save_checkpoints(r: Run, done: int):
         save_checkpoint(r.out / "best.pt", model=r.method.state_dict(), step=done, value=value, monitor=cfg.monitor,
                         mode=cfg.monitor_mode, config=asdict(cfg), backbone_prefix=r.backbone_prefix)
         _same_file(r.out / "best.pt", r.out / f"best-{re.sub(r'[^A-Za-z0-9_.-]', '_', cfg.monitor)}.pt")  # seed 004's name
+    save_last(r, done)
+
+def save_last(r: Run, done: int):
+    "Write last.pt: all that resumes step `done` exactly — the monitored values since the last checkpoint, the processes, the SLURM job."
     save_checkpoint(r.last, model=r.method.state_dict(), optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(),
                     swa=None if r.swa is None else r.swa.state_dict(), step=done, best=r.best.value, rng=rng_state(),
-                    config=asdict(cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix)
+                    config=asdict(r.cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix, window=list(r.window),
+                    world=r.world, slurm_job=os.environ.get("SLURM_JOB_ID"))
     save_backbone(r.out / "backbone_last.pt", r.method.backbone())   # the seed's *_backbone_last.pth, during the run (backbone.pt: at the end)
     keep_checkpoint(r, done)
 
@@ -320,28 +394,100 @@ def finish_run(r: Run) -> dict:
     if not r.method.trainable: return {"out_dir": str(r.out), "steps": 0, "backbone": str(path)}
     return {"out_dir": str(r.out), "steps": r.cfg.steps, "backbone": str(path), "best": r.best.value}
 
+# %% ../nbs/25_train.ipynb #03709ea7
+class StopSignals:
+    "While inside, SIGUSR1 (SLURM's warning before a time limit) and SIGTERM (preemption, requeue, scancel) are noted, not fatal."
+    def __init__(self): self.got, self.old = None, {}
+    def note(self, signum, frame):  # a warning of the time limit wins: it requeues
+        self.got = signal.SIGUSR1 if signal.SIGUSR1 in (signum, self.got) else signal.Signals(signum)
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self.old = {s: signal.signal(s, self.note) for s in (signal.SIGUSR1, signal.SIGTERM)}
+        return self
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
+_STOPS = (None, signal.SIGTERM, signal.SIGUSR1)  # rising: every rank stops for the strongest signal any rank received
+
+def agreed_stop(r: Run, got):
+    "The signal all ranks stop for after this step (None: go on)."
+    if r.world == 1: return got
+    t = torch.tensor([_STOPS.index(got)], device=r.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return _STOPS[int(t)]
+
+# %% ../nbs/25_train.ipynb #443666de
+class RunStopped(RuntimeError):
+    "A run a signal stopped after writing last.pt; `requeued`: its SLURM job runs again and resumes."
+    def __init__(self, message: str, requeued: bool = False):
+        super().__init__(message)
+        self.requeued = requeued
+
+def requeue_job(job: str) -> str | None:
+    "Ask SLURM to run `job` again (`scontrol requeue`): None, or why it could not."
+    try: p = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e: return str(e)
+    return None if p.returncode == 0 else (p.stderr or p.stdout).strip()
+
+def stop_run(r: Run, done: int, sig):
+    "Write last.pt at step `done`; warned of the time limit in a SLURM job, requeue it; raise `RunStopped`."
+    if r.main and done % r.cfg.ckpt_every: save_last(r, done)  # on a checkpoint step it was written just now
+    if r.world > 1: dist.barrier()
+    job = os.environ.get("SLURM_JOB_ID")
+    msg = f"stopped by {sig.name} after step {done}; {r.last} holds it"
+    if sig == signal.SIGUSR1 and job:
+        why = requeue_job(job) if r.main else None
+        if why is None: raise RunStopped(f"{msg}; SLURM job {job} is requeued and resumes from there", True)
+        msg += f"; requeueing SLURM job {job} failed ({why})"
+    raise RunStopped(f"{msg}; a requeued job resumes by itself, another run with resume: true")
+
 # %% ../nbs/25_train.ipynb #a1c0e048
+def train_step(r: Run, step: int):
+    "One optimiser step: `accum_steps` micro-batches forward and backward, clipping, the update, logs and checkpoints."
+    cfg = r.cfg
+    r.opt.zero_grad(set_to_none=True)
+    terms = []
+    for j in range(cfg.accum_steps):
+        x, y = next_batch(r)
+        with r.no_sync(j):
+            terms.append(forward_loss(r, x, y, step, j))
+            backward_micro(terms[-1]["loss"], cfg.accum_steps)
+        r.seen += len(x) * r.world
+    gn = nn.utils.clip_grad_norm_(r.method.parameters(), cfg.grad_clip or math.inf)
+    r.opt.step(); r.sched.step()
+    after_step(r, step + 1)
+    log_step(r, step + 1, terms, gn)
+    save_checkpoints(r, step + 1)
+
 def fit(cfg: TrainConfig, dataset=None) -> dict:
-    "Train `cfg.method` on `cfg.domain`; writes config.yaml, metrics.csv, tb/, last.pt, best.pt, best-<monitor>.pt, backbone.pt."
+    "Train `cfg.method` on `cfg.domain`, owning out_dir; writes config.yaml, metrics.csv, tb/, last.pt, best.pt, best-<monitor>.pt, backbone.pt."
     r = setup_run(cfg, dataset)
-    if not r.method.trainable: return finish_run(r)  # the random-init baseline: the encoder as initialised is the result
     try:
-        for step in range(r.start, cfg.steps):
-            r.opt.zero_grad(set_to_none=True)
-            terms = []
-            for j in range(cfg.accum_steps):
-                x, y = next_batch(r)
-                with r.no_sync(j):
-                    terms.append(forward_loss(r, x, y, step, j))
-                    backward_micro(terms[-1]["loss"], cfg.accum_steps)
-                r.seen += len(x) * r.world
-            gn = nn.utils.clip_grad_norm_(r.method.parameters(), cfg.grad_clip or math.inf)
-            r.opt.step(); r.sched.step()
-            after_step(r, step + 1)
-            log_step(r, step + 1, terms, gn)
-            save_checkpoints(r, step + 1)
+        if r.method.trainable:  # else the random-init baseline: the encoder as initialised is the result
+            with StopSignals() as stop:
+                for step in range(r.start, cfg.steps):
+                    train_step(r, step)
+                    if step + 1 < cfg.steps and (sig := agreed_stop(r, stop.got)): stop_run(r, step + 1, sig)
+        return finish_run(r)
     finally: r.close()
-    return finish_run(r)
+
+# %% ../nbs/25_train.ipynb #4e91d450
+def _unfinished(out: Path, cfg: TrainConfig) -> bool:
+    "Whether `out` holds an unfinished run of `cfg` to resume: a readable last.pt of the same config."
+    try: return (out / "last.pt").is_file() and same_run(load_checkpoint(out / "last.pt")["config"], cfg)
+    except CheckpointError: return False
+
+def ensure_trained(cfg: TrainConfig, wait: float = math.inf) -> dict:
+    "Fit `cfg` unless its out_dir holds the same finished run (`reused`); an unfinished one resumes, anything else is replaced."
+    out = Path(cfg.out_dir)
+    alone = (launched_world() or 1) == 1  # under torchrun or srun every rank decides from the same files; fit's lock guards them
+    with run_lock(out, wait) if alone else nullcontext():
+        saved = out / "config.yaml"
+        if (out / "backbone.pt").is_file() and saved.is_file() and same_run(yaml.safe_load(saved.read_text()), cfg):
+            return {"out_dir": str(out), "backbone": str(out / "backbone.pt"), "reused": True}
+        cfg.resume = _unfinished(out, cfg)
+        cfg.overwrite = not cfg.resume and bool(run_contents(out))
+        return {**fit(cfg), "reused": False}
 
 # %% ../nbs/25_train.ipynb #21827f09
 from .domain import translate_seed
@@ -364,7 +510,12 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
             over = seed_over + over
         if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = _recipe(recipe, method, profile, over)
-    try: res = fit(cfg)
+    in_store = bool(recipe) and not any(o.split("=", 1)[0].strip() == "out_dir" for o in over)
+    if in_store: cfg.out_dir = str(run_dir(cfg, profile))
+    try: res = ensure_trained(cfg) if in_store else fit(cfg)
+    except RunStopped as e:
+        print(f"sslmed train: {e}", file=sys.stderr)
+        raise SystemExit(0 if e.requeued else 3) from None
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
     if int(os.environ.get("RANK", 0)) == 0: print(json.dumps(res))

@@ -43,7 +43,7 @@ def test_overwrite_replaces_the_old_run_and_keeps_foreign_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     fit(cfg(out, steps=2, overwrite=True))
     held = sorted(p.name for p in out.iterdir())
-    assert held == ["backbone.pt", "backbone.safetensors", "backbone_last.pt", "backbone_last.safetensors", "best-loss.pt", "best.pt", "config.yaml", "last.pt", "metrics.csv", "notes.txt", "tb"], held
+    assert held == [".run.lock", "backbone.pt", "backbone.safetensors", "backbone_last.pt", "backbone_last.safetensors", "best-loss.pt", "best.pt", "config.yaml", "last.pt", "metrics.csv", "notes.txt", "tb"], held
     assert list(pd.read_csv(out / "metrics.csv").step) == [1, 2] and load_checkpoint(out / "last.pt")["step"] == 2
     assert len(list((out / "tb").iterdir())) == 1  # the old run's event file went with it
 

@@ -1002,7 +1002,7 @@ NEURO_SEED_KEYS = {
     "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
     "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": Fixed(None, "sslmed checkpoints every ckpt_every steps: set ckpt_every"),
     "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": Ignored("an sslmed checkpoint records its backbone's prefix"),
-    "training.resume_checkpoint": "resume_from", "infra.num_gpus": Ignored("torchrun sets the processes"), "infra.num_nodes": Ignored("torchrun sets the processes"),
+    "training.resume_checkpoint": "resume_from", "infra.num_gpus": "procs_per_node", "infra.num_nodes": "nodes",
     "infra.wandb_project": ("wandb", bool)}
 # the guide also spells these at the top level of `loader` and `dataset`, and `loader` inside `data`
 for _k, _v in list(NEURO_SEED_KEYS.items()):
