@@ -99,7 +99,6 @@ def test_messidor2_is_an_external_test_set_of_the_full_profile(tmp_path, monkeyp
     from sslmed.protocols import evaluate, profile_datasets, mean_sd_table, external_datasets
     from sslmed.domains.fundus import Messidor2
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
-    monkeypatch.chdir(tmp_path)   # the recipe's quarantine log is a relative path: keep it out of the checkout
     dom = get_domain("fundus")
     for name in ("aptos", "messidor2"):
         dom.fixtures[name](tmp_path / name, seed=0)
