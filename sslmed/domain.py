@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from .phantoms import Rendered
 
 # %% auto #0
-__all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory', 'resize_to',
-           'flatten_keys', 'Fixed', 'Ignored', 'Derived', 'as_override_value', 'seed_overrides', 'for_methods',
-           'translate_seed']
+__all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory',
+           'phantom_names', 'resize_to', 'flatten_keys', 'Fixed', 'Ignored', 'Derived', 'as_override_value',
+           'seed_overrides', 'for_methods', 'translate_seed']
 
 # %% ../nbs/10_domain.ipynb #76111132
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Domain:
     finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
     external_tests: dict = field(default_factory=dict) # labelled dataset -> {another dataset of its task: reader kw}: also a test set of its probes
     finetune_augment: Callable | None = None           # () -> the batch augmentation fine-tuning uses unless told otherwise (seed 002's light one)
+    cards: dict = field(default_factory=dict)         # dataset -> its card in data_cards/ (name without .md): the phantom's and every real one's
+    class_key: str | None = None     # the label whose classes the phantom grids show (default: label_key)
+    checks: dict = field(default_factory=dict)        # the domain's inputs to the shared checks of nbs/19_domain_checks.ipynb
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind
@@ -58,6 +61,8 @@ class Domain:
     def headline(self) -> str: return self.tasks[self.label_key].metric
     @property
     def eval_labels(self) -> dict: return {k: t.kind for k, t in self.tasks.items()}
+    @property
+    def grid_key(self) -> str: return self.class_key or self.label_key
 
     def tasks_for(self, dataset: str) -> dict:
         "The tasks of `dataset`'s labels (a real dataset may label differently from the phantom, e.g. multi-label)."
@@ -98,12 +103,23 @@ def phantom_factory(cls) -> Callable:
     def make(root=None, seed=0, render: bool = False, **kw):
         ds = cls(seed=seed, **kw)
         return Rendered(ds) if render else ds
+    make.cls = cls  # the phantom class, for the provenance lines that name it
     return make
 
 def reader_factory(cls) -> Callable:
     "A dataset factory for a reader of a real dataset: `(root, seed=0, **kw) -> cls(root, **kw)`."
     def make(root=None, seed=0, **kw): return cls(root, **kw)
+    make.cls = cls  # the reader class, for the index of the data cards
     return make
+
+# %% ../nbs/10_domain.ipynb #ba9d0c5f
+def phantom_names(domains=None) -> str:
+    "The phantom classes of `domains` (default: every registered one), comma-separated, as provenance lines name them."
+    names = []
+    for d in (list_domains() if domains is None else domains):
+        cls = getattr(get_domain(d).datasets["phantom"], "cls", None)  # a phantom made by `phantom_factory`
+        names.append(cls.__name__ if cls is not None else f"{d} phantom")
+    return ", ".join(names)
 
 # %% ../nbs/10_domain.ipynb #1a4da1f4
 def resize_to(size, mode: str = "bilinear") -> Callable:

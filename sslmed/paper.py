@@ -14,9 +14,10 @@ from .core import (atomic_path, atomic_write_json, atomic_write_text, device_inf
 from .core import DRY_RUN, rehearsed_profile
 
 # %% auto #0
-__all__ = ['PAPER_IDS', 'VOLATILE', 'provenance_line', 'Artifacts', 'list_experiments', 'notebook_parameters', 'load_profile',
-           'MissingRoots', 'recipe_roots', 'require_roots', 'kernel_name', 'run_notebook', 'library_digest',
-           'input_digest', 'run_paper', 'dry_run', 'readme_from_index']
+__all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line', 'Artifacts', 'list_experiments',
+           'notebook_parameters', 'load_profile', 'MissingRoots', 'recipe_roots', 'require_roots', 'known_datasets',
+           'set_data_roots', 'kernel_name', 'run_notebook', 'library_digest', 'input_digest', 'run_paper', 'dry_run',
+           'readme_from_index', 'cards_index', 'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 7)) + tuple(f"F{i}" for i in range(1, 9))
@@ -72,10 +73,11 @@ class Artifacts:
                  "files": [str(Path(f).relative_to(self.dir)) for f in files], "git": git_info(self.root),
                  "versions": package_versions(), "device": device_info(),
                  "wall_time_s": round(time.time() - self.t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        manifest = self.dir / "manifest.json"
+        manifest, key = self.dir / "manifest.json", name if kind == "figure" else f"tables/{name}"  # a figure and its data may share a name
         with file_lock(self.dir / ".manifest.lock"):
             m = json.loads(manifest.read_text()) if manifest.exists() else {}
-            m[name] = entry
+            old = m.get(key, {})  # a rerun that made the same artifact keeps its entry: the file stays byte-identical
+            if {k: v for k, v in old.items() if k not in VOLATILE} != {k: v for k, v in entry.items() if k not in VOLATILE}: m[key] = entry
             atomic_write_json(manifest, m)
         self.saved.append(name)
         return files
@@ -106,13 +108,19 @@ def _profile_file(profile: str, name: str, root: Path, chain=()) -> dict:
     if base in (*chain, profile): raise ValueError(f"{f}: based_on {base!r} makes a cycle {[*chain, profile, base]}")
     return {**_profile_file(base, name, root, (*chain, profile)), **params}
 
+def _shared_params(profile: str, root: Path) -> dict:
+    "`profiles/<profile>/_shared.yaml`: values that every notebook of the profile declaring them takes (e.g. the smoke sizes)."
+    f = root / "nbs" / "experiments" / "profiles" / profile / "_shared.yaml"
+    return _profile_file(profile, "_shared", root) if f.is_file() else {}
+
 def load_profile(profile: str, name: str, root=None, extra: dict | None = None) -> dict:
     "Parameters of experiment `name` under `profile` (and `extra` ones), checked against those the notebook declares."
     root = Path(root or project_root())
     nb = root / "nbs" / "experiments" / f"{name}.ipynb"
     if not nb.is_file(): raise FileNotFoundError(f"no experiment notebook {nb}; known: {list_experiments(root)}")
     declared = notebook_parameters(nb)
-    params = {**_profile_file(profile, name, root), **(extra or {})}
+    shared = {k: v for k, v in _shared_params(profile, root).items() if k in declared}
+    params = {**shared, **_profile_file(profile, name, root), **(extra or {})}
     unknown = sorted(set(params) - set(declared))
     if unknown: raise ValueError(f"profile {profile}/{name}.yaml: unknown parameter(s) {unknown}; {name}.ipynb declares {sorted(declared)}")
     return {**params, "profile": profile}
@@ -145,16 +153,43 @@ def require_roots(profile: str, root=None):
         bad = missing_roots(profile_datasets(profile, root))
     if bad: raise MissingRoots(f"profile {profile!r} cannot start, {len(bad)} dataset root(s) missing:\n  " + "\n  ".join(bad))
 
+# %% ../nbs/44_paper.ipynb #d5b862c7
+def known_datasets() -> list[str]:
+    "The real datasets the registered domains can read."
+    from sslmed.domain import list_domains, get_domain
+    return sorted({n for d in list_domains() for n in get_domain(d).datasets if n != "phantom"})
+
+def _root_items(arg: str) -> list[tuple]:
+    if "=" in arg: return [(*arg.split("=", 1), "--data-root")]
+    f = Path(arg).expanduser()
+    if f.suffix not in (".yaml", ".yml") or not f.is_file():
+        raise ValueError(f"--data-root {arg!r}: give NAME=PATH (e.g. ptbxl=/data/ptb-xl) or an existing YAML file of dataset: root")
+    m = yaml.safe_load(f.read_text()) or {}
+    if not isinstance(m, dict): raise ValueError(f"{f}: expected a mapping of dataset: root, got {type(m).__name__}")
+    return [(str(k), str(v), str(f)) for k, v in m.items()]
+
+def set_data_roots(args) -> dict:
+    "Set `$SSLMED_DATA_<NAME>` from `NAME=PATH` pairs or YAML files (`--data-root`); returns the variables set."
+    out, known = {}, known_datasets()
+    for name, path, where in [it for a in (args or []) for it in _root_items(a)]:
+        if name.lower() not in known: raise ValueError(f"{where}: unknown dataset {name!r}; known: {known}")
+        p = Path(path).expanduser()
+        if not p.exists(): raise FileNotFoundError(f"{where}: the root of {name}, {p}, does not exist")
+        out[f"SSLMED_DATA_{name.upper()}"] = str(p.resolve())
+    os.environ.update(out)
+    return out
+
 # %% ../nbs/44_paper.ipynb #1bec74ed
 def kernel_name() -> str:
-    "A kernelspec inside this environment, so papermill runs the notebooks with the interpreter running us."
+    "The `sslmed` kernelspec inside this environment (also what `make lab` installs): notebooks run with the interpreter running us."
     name = "sslmed"
     dest = Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
     spec = dest / "kernel.json"
     want = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    if not spec.is_file() or json.loads(spec.read_text()).get("argv") != want:
+    spec_json = {"argv": want, "display_name": "sslmed", "language": "python", "metadata": {"debugger": True}}
+    if not spec.is_file() or json.loads(spec.read_text()) != spec_json:
         dest.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(spec, {"argv": want, "display_name": "sslmed (this environment)", "language": "python"})
+        atomic_write_json(spec, spec_json)
     return name
 
 def _failed_cell(exc) -> str:
@@ -264,3 +299,31 @@ def readme_from_index(root=None) -> str:
             text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in c.get("outputs", []))
             if text.strip(): parts.append(f"```\n{text.rstrip()}\n```")
     return "\n\n".join(parts) + "\n"
+
+# %% ../nbs/44_paper.ipynb #1a0c1e09
+CARDS_BEGIN, CARDS_END = "<!-- cards: generated from the domain registry by `sslmed readme`; edit Domain.cards -->", "<!-- /cards -->"
+
+def cards_index(root=None) -> str:
+    "The tables of `data_cards/README.md` from the registry: every domain's real datasets and its phantom, each with its card."
+    from sslmed.domain import get_domain, list_domains
+    root = Path(root or project_root())
+    def title(card):
+        f = root / "data_cards" / f"{card}.md"
+        return f.read_text().splitlines()[0].lstrip("# ").strip() if f.is_file() else "(no such card)"
+    def name(factory): obj = getattr(factory, "cls", factory); return f"`{obj.__module__}.{obj.__qualname__}`"
+    real, phantoms = ["| card | dataset | domain | reader |", "|---|---|---|---|"], ["| card | phantom | domain |", "|---|---|---|"]
+    for d in list_domains():
+        dom = get_domain(d)
+        for ds, card in dom.cards.items():
+            link = f"[{card}.md]({card}.md)"
+            if ds == "phantom": phantoms.append(f"| {link} | {name(dom.datasets[ds])} | {d} |")
+            else: real.append(f"| {link} | {title(card)} | {d} | {name(dom.datasets[ds])} |")
+    return "\n".join([CARDS_BEGIN, "## Real datasets (full profile)", "", *real, "", "## Procedural phantoms (smoke and demo profiles)", "",
+                      *phantoms, CARDS_END])
+
+def readme_cards(root=None) -> str:
+    "`data_cards/README.md` with the tables between its markers made again by `cards_index`."
+    root = Path(root or project_root())
+    text = (root / "data_cards" / "README.md").read_text()
+    if CARDS_BEGIN not in text or CARDS_END not in text: raise ValueError(f"{root / 'data_cards/README.md'} lacks the markers {CARDS_BEGIN!r} … {CARDS_END!r}")
+    return text[:text.index(CARDS_BEGIN)] + cards_index(root) + text[text.index(CARDS_END) + len(CARDS_END):]

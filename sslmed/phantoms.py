@@ -15,14 +15,15 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.signal import resample_poly
 from scipy.special import expit
-from torch import Tensor
+from torch import nn, Tensor
 from torch.utils.data import Dataset
 from .core import file_lock, atomic_path
 from .data.core import cache_root
 
 # %% auto #0
 __all__ = ['check_int', 'label_tensor', 'stack_labels', 'Phantom', 'smooth_noise', 'draw_curves', 'draw_curve', 'heading',
-           'taper_profile', 'tubes', 'unit_vector', 'render_key', 'render_all', 'Rendered']
+           'taper_profile', 'tubes', 'unit_vector', 'render_key', 'render_all', 'Rendered', 'AvgMax', 'tiny_cnn',
+           'small_vgg', 'standardise', 'fit_small_net']
 
 # %% ../nbs/09_phantoms.ipynb #49ed58f3
 def check_int(value, name: str, low: int = 0) -> int:
@@ -196,3 +197,44 @@ class Rendered(Dataset):
         if name == "source": raise AttributeError(name)  # unpickling: before __init__ has run
         return getattr(self.source, name)
     def __repr__(self): return repr(self.source)
+
+# %% ../nbs/09_phantoms.ipynb #50222426
+class AvgMax(nn.Module):
+    "Global average and max pooling over the last axis, concatenated."
+    def forward(self, x): return torch.cat([x.mean(-1), x.amax(-1)], 1)
+
+def tiny_cnn(in_ch: int, n_out: int, dim: int, width: int = 16) -> nn.Module:
+    "Three strided conv-BN-ReLU blocks (1D, 2D or 3D), global average and max pooling, a linear head."
+    Conv, BN = {1: (nn.Conv1d, nn.BatchNorm1d), 2: (nn.Conv2d, nn.BatchNorm2d), 3: (nn.Conv3d, nn.BatchNorm3d)}[dim]
+    k, layers, c = (7 if dim == 1 else 3), [], in_ch
+    for w in (width, 2 * width, 4 * width):
+        layers += [Conv(c, w, k, stride=2, padding=k // 2), BN(w), nn.ReLU()]; c = w
+    return nn.Sequential(*layers, nn.Flatten(2), AvgMax(), nn.Linear(2 * c, n_out))
+
+def small_vgg(in_ch: int, n_out: int, dim: int, width: int = 8, blocks: int = 4) -> nn.Module:
+    "Full-resolution conv-BN-ReLU blocks with max pooling between them, for small local findings."
+    Conv, BN, Pool = {2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d), 3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)}[dim]
+    widths, layers, c = [width * min(2 ** j, 4) for j in range(blocks)], [], in_ch
+    for j, w in enumerate(widths):
+        layers += [Conv(c, w, 3, padding=1), BN(w), nn.ReLU()] + ([Pool(2)] if j < blocks - 1 else []); c = w
+    return nn.Sequential(*layers, nn.Flatten(2), AvgMax(), nn.Linear(2 * c, n_out))
+
+# %% ../nbs/09_phantoms.ipynb #d9c6e87a
+def standardise(x: Tensor) -> Tensor:
+    "Each item to zero mean and unit standard deviation."
+    d = tuple(range(1, x.ndim))
+    return (x - x.mean(d, keepdim=True)) / (x.std(d, keepdim=True) + 1e-6)
+
+def fit_small_net(make_model, x: Tensor, y: Tensor, steps: int, loss_fn, bs: int = 32, lr: float = 2e-3) -> nn.Module:
+    "Adam with cosine decay to 0 on random mini-batches, seeded: the same data give the same model (in eval mode)."
+    torch.manual_seed(0)
+    model = make_model()
+    g, opt = torch.Generator().manual_seed(0), torch.optim.Adam(model.parameters(), lr)
+    # decaying to 0 makes the end point an average over the last steps, not one noisy iterate: the result moves little
+    # with the floating-point kernels of the CPU
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    for _ in range(steps):
+        i = torch.randint(len(x), (bs,), generator=g)
+        loss = loss_fn(model(x[i]), y[i])
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+    return model.eval()

@@ -24,12 +24,12 @@ from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'external_datasets', 'Preprocessed', 'run_device', 'as_overrides',
-           'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
-           'default_jobs', 'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table',
-           'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
-           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of', 'scan_dataset',
-           'check_data', 'fixture_writer', 'write_fixtures']
+__all__ = ['recipe_profile', 'root_env', 'eval_datasets', 'profile_cards', 'external_datasets', 'Preprocessed', 'run_device',
+           'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external',
+           'external_rows', 'default_jobs', 'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline',
+           'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds',
+           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_balance', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -61,6 +61,19 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     make = dom.datasets[name]
     kw = {k: v for k, v in kw.items() if k != "split"}
     return make(root=root_dir, split=tr, **{**kw, **extra}), make(root=root_dir, split=te, **{**kw, **extra})
+
+# %% ../nbs/40_protocols.ipynb #d9807463
+def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
+    "The data cards of the datasets `profile` trains and evaluates `domains` on (default: every registered domain), each once."
+    cards = []
+    for d in (list_domains() if domains is None else domains):
+        dom, f = get_domain(d), Path(root or project_root()) / "recipes" / recipe_profile(profile) / f"{d}.yaml"
+        methods = sorted((yaml.safe_load(f.read_text()) or {}).get("methods") or {}) if f.is_file() else []
+        name = _data_kw(d, profile, root)[0]
+        for n in [*(recipe(d, m, recipe_profile(profile), root=root).dataset for m in methods), dom.eval_dataset.get(name, (name, {}))[0]]:
+            if n not in dom.cards: raise ValueError(f"domain {d!r} names no data card for its dataset {n!r} (Domain.cards)")
+            if dom.cards[n] not in cards: cards.append(dom.cards[n])
+    return cards
 
 # %% ../nbs/40_protocols.ipynb #75d7185c
 def external_datasets(domain: str, profile: str = "smoke", root=None) -> dict:

@@ -6,8 +6,9 @@ from sslmed.config import recipe
 from sslmed.train import fit
 from sslmed.runs import load_backbone, load_checkpoint
 from sslmed.methods import METHODS
+from sslmed.domain import list_domains
 
-DOMAINS = ["angio", "ecg", "fundus", "neuro"]
+DOMAINS = list_domains()  # every registered domain
 TINY = ["steps=2", "batch_size=4", "data.n=16", "log_every=1", "progress=false"]
 
 @pytest.mark.parametrize("method", list(METHODS))

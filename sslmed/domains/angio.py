@@ -539,4 +539,7 @@ DOMAIN = register_domain(Domain(
     datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
     encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
     eval_dataset={"arcade": ("arcade", {"subset": "both", "task": "stenosis"})},
-    fixtures={"arcade": make_arcade_fixture}, seed_keys=ARCADE_SEED_KEYS))
+    fixtures={"arcade": make_arcade_fixture}, seed_keys=ARCADE_SEED_KEYS,
+    cards={"phantom": "phantom_angio", "arcade": "arcade"},
+    checks=dict(phantom=dict(size=64), views=dict(size=32, local_size=16, n_global=2, n_local=3),
+                shapes=[(1, 32, 32)] * 2 + [(1, 16, 16)] * 3, unit_range=True, labels={"stenosis": None, "segment": None})))

@@ -728,4 +728,7 @@ DOMAIN = register_domain(Domain(
     encoder="vit1d_small", real_splits={"ptbxl": ("train", "test")},
     eval_dataset={"mimic_ecg": ("ptbxl", {"task": "superdiagnostic", "labels": PTBXL_LABELS, "sampling_rate": 500, "on_error": "skip"})},
     fixtures={"ptbxl": make_ptbxl_fixture, "mimic_ecg": make_mimic_ecg_fixture}, seed_keys=ECG_SEED_KEYS,
-    dataset_tasks=ECG_REAL_TASKS, finetune_tasks=ECG_FINETUNE_TASKS))
+    dataset_tasks=ECG_REAL_TASKS, finetune_tasks=ECG_FINETUNE_TASKS,
+    cards={"phantom": "phantom_ecg", "ptbxl": "ptbxl", "mimic_ecg": "mimic_iv_ecg"}, class_key="rhythm",
+    checks=dict(phantom=dict(fs=100), views=dict(crop=200, local_crop=100, n_local=2, fs=100),
+                shapes=[(12, 200)] * 2 + [(12, 100)] * 2, unit_range=False, labels={"rhythm": None, "superclass": None})))

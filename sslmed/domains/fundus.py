@@ -668,7 +668,9 @@ DOMAIN = register_domain(Domain(
     encoder="resnet50", real_splits={"aptos": ("train", "test"), "eyepacs": ("train", "test")},
     eval_dataset={"eyepacs": ("aptos", {})},
     fixtures={"aptos": make_aptos_fixture, "eyepacs": make_eyepacs_fixture, "messidor2": make_messidor2_fixture},
-    seed_keys=SEED_KEYS))
+    seed_keys=SEED_KEYS, cards={"phantom": "phantom_fundus", "eyepacs": "eyepacs", "aptos": "aptos2019", "messidor2": "messidor2"},
+    checks=dict(phantom=dict(size=96), views=dict(size=32, local_size=16, n_local=1, clahe=False),
+                shapes=[(3, 32, 32)] * 2 + [(3, 16, 16)], unit_range=True, labels={"grade": None})))
 
 # %% ../../nbs/domains/13_fundus.ipynb #259c9e89
 DOMAIN.external_tests = {"aptos": {"messidor2": {}}}   # APTOS's probes also tested on Messidor-2 (every gradable image, no split)

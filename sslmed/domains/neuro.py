@@ -1022,4 +1022,7 @@ DOMAIN = register_domain(Domain(
     encoder="vit3d_base", study_key="study", real_splits={"neuro_studies": ("train", "test")},
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
     eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
-    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS))
+    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS,
+    cards={"phantom": "phantom_neuro", "neuro_studies": "neuro_studies"},
+    checks=dict(phantom=dict(size=32, n_series=1), views=dict(size=8, local_size=4, n_local=1),  # one series per study: independent items
+                shapes=[(1, 8, 8, 8)] * 2 + [(1, 4, 4, 4)], unit_range=True, labels={"findings": 0.4})))
