@@ -80,6 +80,7 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "seed": _at_least(0), "out_dir": (_name, "a folder"),
     "log_every": _at_least(1), "ckpt_every": _at_least(1),
     "keep_every": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "keep_ckpt_every": (lambda v: v is None or v >= 1, "null or >= 1"),
     "monitor": (_name, "the name of a value logged every step (loss, a loss term, lr or grad_norm)"),
     "monitor_mode": (lambda v: v in ("min", "max"), "min or max"),
     "resume_from": (lambda v: v is None or _name(v), "null or a checkpoint file"),
@@ -171,6 +172,7 @@ class TrainConfig:
     log_every: int = 10                 # >= 1
     ckpt_every: int = 50                # >= 1
     keep_every: int | None = None       # also keep backbone_step<k>.pt every k >= 1 steps (and at step 0), for F4
+    keep_ckpt_every: int | None = None  # also keep the full checkpoint every k >= 1 steps as epoch-<e>.pt (seed 002: every 10 epochs; seed 004's epoch-XX)
     monitor: str = "loss"               # a value logged every step (loss, a loss term, lr, grad_norm) whose best mean
     monitor_mode: str = "min"           # min | max — makes best.pt and best-<monitor>.pt
     resume: bool = False                # continue the run in out_dir from its last.pt

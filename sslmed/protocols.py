@@ -25,11 +25,12 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets', 'profile_cards',
-           'Preprocessed', 'run_device', 'as_overrides', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks',
-           'evaluate', 'default_jobs', 'parallel_map', 'grid_cell', 'run_cells', 'run_grid', 'headline',
-           'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds',
-           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value',
-           'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+           'external_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'pretrain', 'load_run', 'embed',
+           'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows', 'default_jobs', 'parallel_map',
+           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec',
+           'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval',
+           'profile_datasets', 'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset',
+           'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -74,6 +75,16 @@ def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
             if n not in dom.cards: raise ValueError(f"domain {d!r} names no data card for its dataset {n!r} (Domain.cards)")
             if dom.cards[n] not in cards: cards.append(dom.cards[n])
     return cards
+
+# %% ../nbs/40_protocols.ipynb #75d7185c
+def external_datasets(domain: str, profile: str = "smoke", root=None) -> dict:
+    "`{name: (factory, reader kw)}` of the labelled test sets a domain's evaluation set is also scored on (a real profile only: Messidor-2 for APTOS)."
+    dom = get_domain(domain)
+    name, kw = _data_kw(domain, profile, root)
+    if name == "phantom": return {}
+    name, extra = dom.eval_dataset.get(name, (name, {}))
+    kw = {k: v for k, v in {**kw, **extra}.items() if k not in ("split", "random_crop")}
+    return {n: (dom.datasets[n], {**kw, **x}) for n, x in getattr(dom, "external_tests", {}).get(name, {}).items()}
 
 # %% ../nbs/40_protocols.ipynb #9a8304f4
 class Preprocessed(nn.Module):
@@ -184,7 +195,44 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
                              **kept_metrics(r.metrics, per_class),
                              **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    if label_fraction >= 1: rows += external_rows(run_dir, ftr, probes, profile, seed, root, checkpoint, device, predictions)
     return pd.DataFrame(rows)
+
+# %% ../nbs/40_protocols.ipynb #9e177b3f
+def embed_external(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None) -> dict:
+    "`{name: Features}` of each external test set (`external_datasets`) under a run's backbone, cached like `embed`."
+    from sslmed.features import extract_features
+    root = Path(root or project_root())
+    cfg, _ = load_run(run_dir)
+    sets = external_datasets(cfg.domain, profile, root)
+    if not sets: return {}
+    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), get_domain(cfg.domain).eval_tf(**cfg.views_kw)).eval()
+    out = {}
+    for name, (make, kw) in sets.items():
+        d = os.environ.get(root_env(name))
+        if not d: raise ValueError(f"evaluation on the external test set {name!r} needs ${root_env(name)} (see data_cards/)")
+        spec = json.dumps([name, kw, cfg.views_kw], sort_keys=True, default=str)
+        tag = f"{code_digest(root)}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+        out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test", batch_size=64,
+                                     cache_dir=root / "runs" / "features" / profile, progress=False, device=run_device(cfg, device))
+    return out
+
+def external_rows(run_dir, ftr, probes, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt",
+                  device=None, predictions: bool = False) -> list[dict]:
+    "Score rows of the probes trained on the evaluation train split (`ftr`) tested on each external set: label `<key>@<set>`, its own T1 column."
+    from sslmed.probes import linear_probe, knn_eval
+    cfg, _ = load_run(run_dir)
+    dev, rows = run_device(cfg, device), []
+    for name, fx in embed_external(run_dir, profile, seed, root, checkpoint, device).items():
+        for key, task in eval_tasks(cfg.domain, profile, root).items():
+            if key not in fx.labels: continue
+            for probe in [p for p in probes if p in ("linear", "knn")]:
+                r = (linear_probe(ftr, key, task, val=0.2, test=fx, seed=seed, device=dev) if probe == "linear" else
+                     knn_eval(ftr, key, fx, key, k=min(20, len(ftr)), task="multiclass" if task == "ordinal" else task, device=dev))
+                rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=f"{key}@{name}", task=task,
+                                 label_fraction=1.0, n_train=len(ftr), n_test=len(fx), **kept_metrics(r.metrics),
+                                 **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    return rows
 
 # %% ../nbs/40_protocols.ipynb #a3f933a3
 def default_jobs() -> int:
@@ -377,7 +425,7 @@ def feature_map(self: Preprocessed, x):
 
 # %% ../nbs/40_protocols.ipynb #f41d696d
 def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, batch_size, patience, augment, cam_weight, root, device):
-    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`: (context, result, test set, device)."
+    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`, augmented by `augment` (None: the domain's default, False: none): (context, result, test set, device)."
     from sslmed.finetune import finetune, finetune_cam
     from sslmed.probes import label_subset, val_split, n_outputs
     cfg, _ = load_run(run_dir)
@@ -392,8 +440,10 @@ def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, bat
     K = y.shape[1] if task == "multilabel" else max(2, int(y.max()) + 1)
     S = torch.utils.data.Subset
     data = S(train, sub[tr].tolist()), S(train, sub[ho].tolist())
+    if augment is None: augment = dom.finetune_augment() if dom.finetune_augment else None  # the domain's default (fundus: seed 002's)
     kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
-              progress=False, augment=augment)
+              progress=False, augment=augment or None)
+    torch.manual_seed(seed)   # the head's initial weights, as everything else of the fine-tuning, a function of the seed
     res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
            else finetune_cam(model, *data, K, cam_weight, task, **kw))
     ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
@@ -454,6 +504,7 @@ def profile_datasets(profile: str = "full", root=None) -> list[dict]:
         name, extra = dom.eval_dataset.get(name, (name, {}))
         kw = {**{k: v for k, v in kw.items() if k != "split"}, **extra}
         for split in dom.real_splits.get(name, ("train", "test")): add(_spec(d, name, {**kw, "split": split}, f"eval {split}"))
+        for ext, (_, ext_kw) in external_datasets(d, profile, root).items(): add(_spec(d, ext, ext_kw, "eval external"))
     return list(seen.values())
 
 def missing_roots(specs) -> list[str]:

@@ -18,13 +18,13 @@ from .domain import get_domain, list_domains
 from .config import ConfigError, TrainConfig, saved_config
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES', 'TRAINING_HELPERS',
-           'NOT_TRAINING', 'WriteError', 'write_atomically', 'save_torch', 'CheckpointError', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone', 'load_encoder_weights',
-           'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'RunLocked', 'lock_holder', 'locked_error', 'run_lock',
-           'lock_in_use', 'stale_temp_files', 'run_contents', 'check_out_dir', 'resume_checkpoint', 'open_run_dir',
-           'declared_world', 'config_key', 'code_digest', 'same_run', 'training_modules', 'code_text',
-           'training_code_digest', 'launched_world', 'run_dir']
+__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'SEED_PREFIXES', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES',
+           'TRAINING_HELPERS', 'NOT_TRAINING', 'WriteError', 'write_atomically', 'save_torch', 'CheckpointError',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone',
+           'load_encoder_weights', 'load_matching', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'RunLocked',
+           'lock_holder', 'locked_error', 'run_lock', 'lock_in_use', 'stale_temp_files', 'run_contents',
+           'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'declared_world', 'config_key', 'code_digest',
+           'same_run', 'training_modules', 'code_text', 'training_code_digest', 'launched_world', 'run_dir']
 
 # %% ../nbs/22_runs.ipynb #64199f2b
 class WriteError(OSError):
@@ -145,6 +145,36 @@ def load_encoder_weights(encoder: nn.Module, src, map_location="cpu", name=None)
         raise CheckpointError(f"{src}: its weights do not fit the encoder {getattr(encoder, 'name', type(encoder).__name__)}: "
                               f"{' '.join(str(e).split())[:400]}") from None
     return encoder
+
+# %% ../nbs/22_runs.ipynb #2d473204
+SEED_PREFIXES = ("module.", "student_encoder.", "backbone.", "encoder.", "model.")  # DDP, seed 004's student, common wrappers
+
+def _tensor_dict(ck) -> dict:
+    "The largest mapping of name -> tensor inside a loaded checkpoint (its state dict, wherever the seed's script put it)."
+    if isinstance(ck, dict) and ck and all(isinstance(v, torch.Tensor) for v in ck.values()): return ck
+    subs = [_tensor_dict(v) for v in (ck.values() if isinstance(ck, dict) else [])]
+    return max(subs, key=len, default={})
+
+def _strip(k: str, own, prefixes) -> str | None:
+    "`k` less as many wrapper `prefixes` as it takes to name a parameter of `own` (None if none does)."
+    while k not in own:
+        p = next((p for p in prefixes if k.startswith(p)), None)
+        if p is None: return None
+        k = k[len(p):]
+    return k
+
+def load_matching(encoder: nn.Module, src, map_location="cpu", prefixes=SEED_PREFIXES) -> dict:
+    "Load a foreign checkpoint (a seed's .pth) into `encoder`: every tensor whose name, less known `prefixes`, and shape match; the rest named."
+    ck = torch.load(src, map_location=map_location, weights_only=True) if isinstance(src, (str, os.PathLike)) else src
+    own, target = portable(encoder).state_dict(), portable(encoder)
+    found, unmatched = {}, []
+    for k, v in _tensor_dict(ck).items():
+        name = _strip(k, own, prefixes)
+        if name is None: unmatched.append(f"{k}: no such parameter")
+        elif tuple(own[name].shape) != tuple(v.shape): unmatched.append(f"{k}: shape {tuple(v.shape)}, the encoder's {tuple(own[name].shape)}")
+        else: found[name] = v
+    target.load_state_dict(found, strict=False)
+    return {"loaded": sorted(found), "unmatched": unmatched, "missing": sorted(set(own) - set(found))}
 
 # %% ../nbs/22_runs.ipynb #a1c0e051
 def load_backbone(path, device="cpu", config=None) -> nn.Module:
@@ -323,7 +353,8 @@ def resume_checkpoint(cfg: TrainConfig, world: int = 1) -> dict | None:
     ck = load_checkpoint(path)
     defaults = {f.name: _default(f) for f in fields(TrainConfig)}
     diff = [k for k in _RESUME_KEYS if ck["config"].get(k, defaults[k]) != getattr(cfg, k)]
-    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's")
+    stage2 = " (to pretrain on new data from this checkpoint, as seed 004's stage 2, start a new run with init_from instead)" if {"dataset", "data"} & set(diff) else ""
+    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's{stage2}")
     if ck.get("world", world) != world:  # checkpoints before the key was written: unknown, allowed
         raise ConfigError("procs_per_node", f"cannot resume from {path}: {ck['world']} processes trained it and this run has {world}; "
                                             f"their batches would differ: start it as {ck['world']} processes")
@@ -331,7 +362,8 @@ def resume_checkpoint(cfg: TrainConfig, world: int = 1) -> dict | None:
 
 # %% ../nbs/22_runs.ipynb #a1c0e026
 _RUN_FILES = ("config.yaml", "metrics.csv", "tb", "wandb", "last.pt", "best.pt", "best-*.pt", "backbone.pt", "backbone_step*.pt",
-              "backbone.safetensors", "backbone_step*.safetensors")
+              "backbone.safetensors", "backbone_step*.safetensors",
+              "backbone_last.pt", "backbone_last.safetensors", "epoch-*.pt")
 
 def open_run_dir(cfg: TrainConfig) -> Path:
     "Create `out_dir`, remove stale temp files (and with `overwrite` the old run's files), print what went, write config.yaml."

@@ -13,7 +13,7 @@ from .config import ConfigError
 from .data.core import dataset_labels
 
 # %% auto #0
-__all__ = ['ResumableBatches', 'describe_dataset', 'check_one_batch', 'PairBatches', 'study_ids', 'StudyBatches']
+__all__ = ['ResumableBatches', 'describe_dataset', 'check_one_batch', 'PairBatches', 'pair_labels', 'study_ids', 'StudyBatches']
 
 # %% ../nbs/23_samplers.ipynb #504d7914
 class ResumableBatches:
@@ -100,6 +100,19 @@ class PairBatches(torch.utils.data.Sampler):
 
     def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
     def __len__(self) -> int: return (self.steps - self.start) * self.accum
+
+# %% ../nbs/23_samplers.ipynb #9a896562
+def pair_labels(ds, key: str) -> np.ndarray:
+    "The class id of every item of `ds` for `PairBatches`, read from its label table (`ds.labels`): no sample is loaded or decoded."
+    table = getattr(ds, "labels", None)
+    if callable(table): table = table()
+    if not isinstance(table, dict) or any(isinstance(v, str) for v in table.values()):
+        raise ConfigError("sampler", f"config key 'sampler': 'pairs' reads label {key!r} from the dataset's label table; "
+                                     f"{type(ds).__name__} has none (give it a `labels` property: {{label: one value per item}})")
+    y = torch.as_tensor(dataset_labels(ds, key))
+    if len(y) != len(ds): raise ConfigError("sampler", f"{type(ds).__name__}.labels[{key!r}] has {len(y)} values for {len(ds)} items")
+    if y.ndim == 1: return y.long().numpy()
+    return torch.unique(y.reshape(len(y), -1), dim=0, return_inverse=True)[1].numpy()   # one id per multi-hot combination
 
 # %% ../nbs/23_samplers.ipynb #9f43eb92
 def study_ids(ds, dom) -> np.ndarray:

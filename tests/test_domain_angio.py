@@ -242,7 +242,7 @@ def test_seed_yaml_translates_to_the_recipe_defaults():
     dom = get_domain("angio")
     seed = yaml.safe_load(SEED_YAML)
     over = seed_overrides(seed, dom.seed_keys, "lejepa_config.yaml")
-    assert len(over) == 10
+    assert len(over) == 13   # num_views: V global views and no local ones, for the views and LeJEPA; epochs: steps and warmup
     cfg, ref = recipe("angio", "lejepa", "full", over), recipe("angio", "lejepa", "full")
     a, b = dataclasses.asdict(cfg), dataclasses.asdict(ref)
     changed = {k for k in a if a[k] != b[k]}

@@ -3,7 +3,7 @@ import json, os, re, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest, torch, yaml
 from sslmed.data.core import DataError, DataWarning, Quarantine
-from sslmed.domain import Fixed, Ignored, flatten_keys, get_domain
+from sslmed.domain import Derived, Fixed, Ignored, flatten_keys, get_domain
 from sslmed.config import recipe
 from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, head_phantom, write_dicom_series, write_nifti,
                                   write_neuro_fixture, read_dicom_series, neuro_seed_overrides)
@@ -210,13 +210,29 @@ def test_parity_table_matches_the_full_recipe_and_the_seed_keys():
         if r["parity"] == "different": assert r["why"], r
         if r["seed_key"] in NEURO_SEED_KEYS:
             t = NEURO_SEED_KEYS[r["seed_key"]]
-            if isinstance(t, Fixed) and t.value is None: assert r["parity"] == "different", r   # refused; the row names the key to set
+            if refused(r): assert r["parity"] == "different", r     # refused with its reason: never "same"
+            elif isinstance(t, Fixed) and t.value is None: assert r["parity"] == "different", r   # refused; the row names the key to set
+            elif isinstance(t, Derived):   # translated with other keys: the row's key is among what its value translates to
+                if r["key"] != "—": assert r["key"] in translated_keys(r), r
             else: assert first_key(t) == (None if r["key"] == "—" else r["key"]), r
         if r["key"] != "—" and r["value"] != "—":
             assert flat[r["key"]] == yaml.safe_load(r["value"]), (r, flat[r["key"]])
         if r["parity"] == "same" and r["seed_key"] in NEURO_SEED_KEYS and r["value"] != "—" and r["seed"] != "(open)":
             got = dict(o.split("=", 1) for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])})))
             assert yaml.safe_load(got[r["key"]]) == flat[r["key"]], r
+
+def refused(r) -> bool:
+    "Whether the row's seed value is refused by the translation (an error naming the key)."
+    if r["seed"] == "(open)": return False
+    try: translated_keys(r)
+    except ValueError as e:
+        assert r["seed_key"] in str(e), e
+        return True
+    return False
+
+def translated_keys(r) -> list:
+    "The sslmed keys a row's seed value translates to."
+    return [o.split("=", 1)[0] for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])}))]
 
 def first_key(t):
     "The sslmed key a seed key translates to first (None: fixed or ignored)."

@@ -725,6 +725,8 @@ def ecg_eval(**_):
     return lambda x: x
 
 # %% ../../nbs/domains/12_ecg.ipynb #a187530b
+from ..domain import for_methods
+
 ECG_REAL_TASKS = {"ptbxl": {"superclass": Task("multilabel", 5, "auroc"), "rhythm": Task("multilabel", 12, "auroc")}}
 ECG_REAL_TASKS["mimic_ecg"] = ECG_REAL_TASKS["ptbxl"]  # pretraining only: evaluated on PTB-XL
 
@@ -738,9 +740,14 @@ ECG_FINETUNE_TASKS["phantom"] = {"rhythm": dict(label="rhythm"), "superclass": d
                                  "superdiagnostic": dict(label="superclass")}  # the phantom's labels under the seed's names
 
 # seed 001 (MyJEPA, configs/ViTS_mimic.yaml) -> sslmed config keys of the sigreg_jepa recipe
+# the predictor and mask keys reach the masked-prediction methods, λ the SIGReg methods; the encoder keys every method
+_PRED, _SIGREG = ("sigreg_jepa", "ema_jepa"), ("sigreg_jepa", "lejepa")
 ECG_SEED_KEYS = {"dim": "encoder_kw.embed_dim", "depth": "encoder_kw.depth", "num_heads": "encoder_kw.num_heads",
-                 "pred_dim": "method_kw.pred_dim", "pred_depth": "method_kw.pred_depth", "sigreg_lambda": "method_kw.lamb",
-                 "min_keep_ratio": "method_kw.mask.context_ratio.min", "max_keep_ratio": "method_kw.mask.context_ratio.max"}
+                 "pred_dim": for_methods("pred_dim", _PRED, "method_kw.pred_dim"),
+                 "pred_depth": for_methods("pred_depth", _PRED, "method_kw.pred_depth"),
+                 "sigreg_lambda": for_methods("sigreg_lambda", _SIGREG, "method_kw.lamb"),
+                 "min_keep_ratio": for_methods("min_keep_ratio", _PRED, "method_kw.mask.context_ratio.min"),
+                 "max_keep_ratio": for_methods("max_keep_ratio", _PRED, "method_kw.mask.context_ratio.max")}
 
 DOMAIN = register_domain(Domain(
     "ecg", in_chans=12, views=ecg_views, eval_tf=ecg_eval, label_key="superclass",

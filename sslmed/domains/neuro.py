@@ -39,13 +39,13 @@ from ..data.core import cache_root
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
-           'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'raw_nifti_header',
-           'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file', 'regular_slices',
-           'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom', 'to_canonical',
-           'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
+           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine',
+           'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file',
+           'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom',
+           'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
            'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
            'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views',
-           'neuro_eval', 'neuro_seed_overrides']
+           'neuro_eval', 'window_stats', 'neuro_backbone', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -950,7 +950,24 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, 
     return tf
 
 
+# %% ../../nbs/domains/14_neuro.ipynb #12feca0b
+def window_stats(ds, windows=("brain", "blood", "bone"), n: int | None = None) -> dict:
+    "`views.norm_stats` measured on `ds`: each CT window's mean and standard deviation over every voxel of its first `n` items."
+    acc = {w: torch.zeros(3, dtype=torch.float64) for w in windows}   # count, sum, sum of squares
+    for i in range(len(ds) if n is None else min(n, len(ds))):
+        x = torch.as_tensor(ds[i][0])[None].float()
+        for w in windows:
+            v = CTWindow([w])(x).double()
+            acc[w] += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+    out = {}
+    for w, (c, s, q) in acc.items():
+        m = s / c
+        out[w] = [round(float(m), 6), round(float((q / c - m * m).clamp_min(1e-12).sqrt()), 6)]
+    return out
+
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
+from ..domain import Derived
+
 def _one_of(mapping: dict, key: str) -> Callable:
     "A translation of a seed value through `mapping`; a value it lacks is an error naming the seed key."
     def fn(v):
@@ -965,6 +982,25 @@ def _modes(v: dict) -> dict:
 _DS, _LD = "data.dataset.train.params.", "data.loader.train."
 _VITS = {"vit_tiny": "vit3d_tiny", "vit_small": "vit3d_small", "vit_base": "vit3d_base", "vit_large": "vit3d_large",
          "vit_huge": "vit3d_huge", "vit": "vit3d_base"}  # "vit": custom sizes in vision_backbone_cf.params
+_BB = "system.params.vision_backbone_cf."
+
+def neuro_backbone(s: dict, method=None) -> dict:
+    "Seed 004's `vision_backbone_cf.which` as an encoder; `vit_tiny` is timm's ViT-Ti, 12 blocks deep (sslmed's vit3d_tiny has 6) unless `params.depth` says otherwise."
+    enc = _one_of(_VITS, "vision_backbone_cf.which")(s[_BB + "which"])
+    return {"encoder": enc, **({"encoder_kw.depth": 12} if s[_BB + "which"] == "vit_tiny" and _BB + "params.depth" not in s else {})}
+
+CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which "
+    "`sslmed train` does not train: it pretrains backbones. The study-level AB-MIL head, both pooler_cf modes (classify_then_aggregate, "
+    "aggregate_then_classify), is fit on the frozen backbone's features and scored per study by `sslmed.mil.study_mil` in the full "
+    "profile's evaluation: pretrain with VisionPretrainingSystem, then evaluate the run")
+
+def _classification(key: str, pretraining: dict | None = None) -> Callable:
+    "A translation of `key` through `pretraining` (value -> sslmed value); seed 004's classification settings are refused with the reason."
+    def fn(v):
+        if pretraining is not None and str(v) in pretraining: return pretraining[str(v)]
+        raise ValueError(f"seed key {key!r} is {v!r}: it {CLASSIFICATION_REFUSED}")
+    return fn
+
 NEURO_SEED_KEYS = {
     "data.raw_data_dir": "data_root", "data.data_dir": "data_root", "data.cache_dir": "data.cache_dir",
     "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
@@ -976,12 +1012,14 @@ NEURO_SEED_KEYS = {
     _LD + "use_study_sampler": ("sampler", lambda v: "study" if v else "random"),
     _LD + "collate_fn.remove_background": [("views.remove_background", bool), ("method_kw.remove_background", bool)],
     _LD + "collate_fn.patch_drop_rate": ("method_kw.patch_drop_rate", float),
-    "system.which": ("method", _one_of({"VisionPretrainingSystem": "ema_jepa", "VisionClassificationSystem": "supervised"}, "system.which")),
-    "system.params.vision_backbone_cf.which": ("encoder", _one_of(_VITS, "vision_backbone_cf.which")),
+    "system.which": ("method", _classification("system.which", {"VisionPretrainingSystem": "ema_jepa"})),
+    "system.params.vision_backbone_cf.which": Derived(neuro_backbone, {}),
     "system.params.vision_backbone_cf.params.embed_dim": "encoder_kw.embed_dim",
     "system.params.vision_backbone_cf.params.depth": "encoder_kw.depth",
     "system.params.vision_backbone_cf.params.num_heads": "encoder_kw.num_heads",
-    "system.params.loss_cf.which": ("method", _one_of({"jepa": "ema_jepa", "bce": "supervised"}, "loss_cf.which")),
+    "system.params.loss_cf.which": ("method", _classification("system.params.loss_cf.which", {"jepa": "ema_jepa"})),
+    "system.params.model_hyperparams.pooler_cf.which": ("method", _classification("system.params.model_hyperparams.pooler_cf.which")),
+    "system.params.model_hyperparams.proj_params.out_dim": ("method", _classification("system.params.model_hyperparams.proj_params.out_dim")),
     "system.params.predictor_cf.dim": "method_kw.pred_dim", "system.params.predictor_cf.depth": "method_kw.pred_depth",
     "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": Fixed(True, "gamma, brightness/contrast and noise are always in the views"),
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
@@ -1002,14 +1040,9 @@ for _k, _v in list(NEURO_SEED_KEYS.items()):
     if _k.startswith(_DS): NEURO_SEED_KEYS["dataset.params." + _k[len(_DS):]] = _v
 
 # %% ../../nbs/domains/14_neuro.ipynb #71ec8c76
-def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config") -> list[str]:
-    "`seed_overrides` for seed 004's config; its `data.mode_mapping` (study → modality) travels as one mapping, not one key per study."
-    cfg = json.loads(json.dumps(seed_cfg))
-    modes = (cfg.get("data") or {}).pop("mode_mapping", None)
-    out = seed_overrides(cfg, NEURO_SEED_KEYS, source)
-    bb = ((cfg.get("system") or {}).get("params") or {}).get("vision_backbone_cf") or {}
-    if bb.get("which") == "vit_tiny" and "depth" not in (bb.get("params") or {}): out.append("encoder_kw.depth=12")  # timm's ViT-Ti
-    return out + ([f"data.mode_mapping={json.dumps(_modes(modes))}"] if modes is not None else [])
+def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config", method: str | None = None) -> list[str]:
+    "`seed_overrides` for seed 004's config (what `sslmed train --seed-config` runs); `data.mode_mapping` (study → modality) travels as one mapping."
+    return seed_overrides(seed_cfg, NEURO_SEED_KEYS, source, method)
 
 # %% ../../nbs/domains/14_neuro.ipynb #8bc40400
 DOMAIN = register_domain(Domain(
