@@ -252,3 +252,14 @@ def test_empty_split_names_the_split_its_size_and_why(fixtures, tmp_path):
     f = clone(fixtures, tmp_path, "aptos_folders")
     for p in (f / "test").rglob("*.*"): p.unlink()
     with pytest.raises(DataError, match=r"aptos_folders/test: field 'split': split 'test' is empty: test/0…4 hold no image"): APTOS(f, "test")
+
+
+def test_pair_sampler_reads_eyepacs_grades_without_decoding(tmp_path):
+    "The pair sampler's class ids come from EyePACS' label table: a reader whose decoding raises is never decoded."
+    from pathlib import Path
+    from sslmed.domains.fundus import EyePACS, make_eyepacs_fixture
+    from sslmed.samplers import pair_labels
+    grades = make_eyepacs_fixture(tmp_path / "eyepacs", n=10, seed=0)
+    ds = EyePACS(tmp_path / "eyepacs", split="train")
+    ds.photo = lambda path: (_ for _ in ()).throw(RuntimeError(f"decoded {path}"))
+    assert pair_labels(ds, "grade").tolist() == [grades[("train", Path(it["path"]).stem)] for it in ds.items]
