@@ -27,10 +27,10 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 __all__ = ['MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets', 'profile_cards',
            'external_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'pretrain', 'load_run', 'embed',
            'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows', 'default_jobs', 'parallel_map',
-           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec',
-           'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval',
-           'profile_datasets', 'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset',
-           'check_data', 'fixture_writer', 'write_fixtures']
+           'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'linear_head', 'finetune_eval',
+           'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
+           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -299,6 +299,12 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
     return t.reset_index()
 
 # %% ../nbs/40_protocols.ipynb #14c85a42
+def linear_head(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
+    "A new linear head whose initial weights depend on `seed` only, not on what ran before in the process."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(in_dim, out_dim)
+
 def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "smoke", seed: int = 0, epochs: int = 10,
                   lr: float = 1e-4, root=None, device=None, per_class: bool | None = None) -> dict:
     "Fine-tune a run's backbone + linear head on `fraction` of the train labels; test-set metrics as a row."
@@ -317,7 +323,7 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     except EmptySplitError:  # too few labels to hold any out: train the fixed number of epochs on all of them
         tr = va = np.arange(len(sub)); patience = epochs
     K = 2 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
-    head = nn.Linear(model.embed_dim, n_outputs(task, K))
+    head = linear_head(model.embed_dim, n_outputs(task, K), seed)
     S = torch.utils.data.Subset
     res = finetune(model, head, S(train, sub[tr].tolist()), S(train, sub[va].tolist()), task, label_key=label,
                    epochs=epochs, lr=lr, batch_size=16, patience=patience, seed=seed, device=dev, progress=False)
@@ -390,7 +396,7 @@ def finetune_task(run_dir, task: str, profile: str | None = None, seed: int = 0,
     out = _fresh_dir(Path(out_dir) if out_dir else Path(run_dir) / "finetune" / f"{task}_s{seed}", overwrite)
     log = RunLogger(out, method=None, wandb=wandb, config=dict(run=str(run_dir), task=task, label=key, epochs=epochs, lr=lr))
     try:
-        res = finetune_monitored(model, nn.Linear(model.embed_dim, n_outputs(kind, K)), train, val, kind, test_data=test,
+        res = finetune_monitored(model, linear_head(model.embed_dim, n_outputs(kind, K), seed), train, val, kind, test_data=test,
                                  label_key=key, class_names=names, epochs=epochs, lr=lr, weight_decay=weight_decay,
                                  layer_decay=layer_decay, batch_size=batch_size, patience=patience, seed=seed,
                                  freeze_backbone=freeze_backbone, log=log.log, checkpoint=out / "best.pt", device=dev,
@@ -443,8 +449,7 @@ def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, bat
     if augment is None: augment = dom.finetune_augment() if dom.finetune_augment else None  # the domain's default (fundus: seed 002's)
     kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
               progress=False, augment=augment or None)
-    torch.manual_seed(seed)   # the head's initial weights, as everything else of the fine-tuning, a function of the seed
-    res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
+    res = (finetune(model, linear_head(model.embed_dim, n_outputs(task, K), seed), *data, task, **kw) if cam_weight is None
            else finetune_cam(model, *data, K, cam_weight, task, **kw))
     ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
                n_train=len(tr), n_holdout=len(ho), n_test=len(test))
