@@ -47,7 +47,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS= $(BIN)/python benchmarks/sigreg.py
 
 lab: $(STAMP)
-	$(BIN)/python -m ipykernel install --sys-prefix --name sslmed --display-name "sslmed (.venv)"
+	$(BIN)/python -c "from sslmed.paper import kernel_name; kernel_name()"  # the one kernelspec, as `sslmed paper` installs it
 	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
 readme: $(STAMP)

@@ -19,7 +19,7 @@ if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) =
 
 # %% auto #0
 __all__ = ['COMMANDS', 'paper', 'compare_with', 'choose_executor', 'readme', 'docs', 'experiments', 'check_data', 'finetune',
-           'export', 'main']
+           'export', 'evaluate', 'main']
 
 # %% ../nbs/46_cli.ipynb #56c828b5
 @call_parse
@@ -113,9 +113,9 @@ def readme():
     return 0
 
 @call_parse
-def docs(profile: str = "smoke",  # whose executed experiment notebooks to show
-         no_execute: bool = False):  # render the library notebooks without running them
-    "Render the documentation site offline into _site/ (MkDocs)."
+def docs(profile: str = "smoke",  # whose runs the experiment pages show first (every committed profile is shown)
+         no_execute: bool = False):  # show the outputs stored in docs/outputs/ instead of running the library notebooks
+    "Render the documentation site offline into _site/ (MkDocs); without --no-execute also refresh docs/outputs/."
     from sslmed.docs import build_docs
     print(f"site written to {build_docs(profile, execute=not no_execute)}/index.html")
     return 0
@@ -186,14 +186,49 @@ def export(run_dir: str,  # a training run's folder (config.yaml, backbone.pt / 
     print(f"{out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
 
+# %% ../nbs/46_cli.ipynb #d12f62dd
+@call_parse
+def evaluate(run: str,  # a training run's folder (config.yaml, backbone.pt)
+             profile: str = None,  # smoke/demo (phantoms) or full (real data); default: full for a run on real data, else smoke
+             seed: int = 0,  # seed of the probes (and of the phantoms' evaluation sets)
+             checkpoint: str = "backbone.pt",  # the backbone file in the run folder
+             out: str = None,  # CSV of the table (default: <run>/evaluation/<profile>_s<seed>.csv)
+             device: str = None):  # cpu, cuda, ... (default: the run's device)
+    "Score a run's frozen backbone with its profile's protocols (linear probe, kNN; MIL per study on full): one table."
+    from pathlib import Path
+    from sslmed.core import atomic_path
+    from sslmed.protocols import evaluate as _evaluate, load_run
+    if not (Path(run) / "config.yaml").is_file(): raise FileNotFoundError(f"sslmed evaluate: {run} is not a run folder (no config.yaml)")
+    profile = profile or ("smoke" if load_run(run)[0].dataset == "phantom" else "full")
+    table = _evaluate(run, profile, seed, checkpoint=checkpoint, device=device)
+    out = Path(out or Path(run) / "evaluation" / f"{profile}_s{seed}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp: table.to_csv(tmp, index=False, float_format="%.6g")
+    print(table.to_markdown(index=False, floatfmt=".4f"))
+    print(f"\n-> {out}")
+    return 0
+
+# %% ../nbs/46_cli.ipynb #71b730e1
+def _take_data_roots(argv: list) -> list:
+    "Remove `--data-root NAME=PATH …` (any command takes it) from `argv` and set the `$SSLMED_DATA_*` it names."
+    from sslmed.paper import set_data_roots
+    if "--data-root" not in argv: return argv
+    i = argv.index("--data-root"); j = i + 1
+    while j < len(argv) and not argv[j].startswith("-"): j += 1
+    if j == i + 1: raise ValueError("--data-root needs NAME=PATH pairs or a YAML file")
+    set_data_roots(argv[i + 1:j])
+    return _take_data_roots(argv[:i] + argv[j:])
+
 # %% ../nbs/46_cli.ipynb #a9d5a903
-COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "export": export, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments}
+COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "export": export, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments,
+            "evaluate": evaluate}
 
 def main(argv=None) -> int:
     "The `sslmed` command: `sslmed <command> [--help]`."
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _take_data_roots(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: sslmed <command> [options]\n\ncommands:")
+        print("usage: sslmed <command> [options] [--data-root NAME=PATH|FILE.yaml ...]\n\ncommands:")
         for name, f in COMMANDS.items(): print(f"  {name:12s} {(f.__doc__ or '').splitlines()[0]}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     f = COMMANDS[argv[0]]

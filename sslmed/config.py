@@ -14,8 +14,8 @@ from .core import rehearsed_profile
 from .domain import list_domains
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'ConfigError', 'check_config', 'TrainConfig', 'parse_override', 'apply_overrides', 'recipes_dir',
-           'recipe']
+__all__ = ['OPTIMIZERS', 'ConfigError', 'DuplicateKeyError', 'UniqueKeyLoader', 'load_yaml', 'device_unavailable', 'check_config',
+           'TrainConfig', 'parse_override', 'apply_overrides', 'saved_config', 'recipes_dir', 'recipe']
 
 # %% ../nbs/21_config.ipynb #a1c0e001
 class ConfigError(ValueError):
@@ -23,6 +23,33 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(message)
         self.key = key
+
+# %% ../nbs/21_config.ipynb #674eb7bb
+class DuplicateKeyError(yaml.YAMLError):
+    "A mapping key written twice in one YAML mapping: `key` and the two 1-based `lines`."
+    def __init__(self, key, lines):
+        self.key, self.lines = key, lines
+        super().__init__(f"key {key!r} is written twice (lines {lines[0]} and {lines[1]}); YAML would silently keep the second")
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    "`yaml.SafeLoader` that raises `DuplicateKeyError` for a repeated mapping key instead of keeping the last value."
+
+def _unique_mapping(loader, node, deep=False):
+    seen = {}
+    for k, _ in node.value:
+        key, line = loader.construct_object(k, deep=True), k.start_mark.line + 1
+        try:
+            if key in seen: raise DuplicateKeyError(key, (seen[key], line))
+            seen[key] = line
+        except TypeError: continue  # an unhashable key: the SafeLoader refuses it itself
+    return loader.construct_mapping(node, deep)
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+def load_yaml(path):
+    "The YAML file `path` (empty: `{}`) read by `UniqueKeyLoader`; a repeated key is a `ConfigError` naming the file, key and lines."
+    path = Path(path)
+    try: return yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except DuplicateKeyError as e: raise ConfigError(str(e.key), f"{path}: {e}") from None
 
 # %% ../nbs/21_config.ipynb #a1c0e003
 OPTIMIZERS = ("adamw", "lars", "sgd")
@@ -53,6 +80,7 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "seed": _at_least(0), "out_dir": (_name, "a folder"),
     "log_every": _at_least(1), "ckpt_every": _at_least(1),
     "keep_every": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "keep_ckpt_every": (lambda v: v is None or v >= 1, "null or >= 1"),
     "monitor": (_name, "the name of a value logged every step (loss, a loss term, lr or grad_norm)"),
     "monitor_mode": (lambda v: v in ("min", "max"), "min or max"),
     "resume_from": (lambda v: v is None or _name(v), "null or a checkpoint file"),
@@ -63,6 +91,16 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "procs_per_node": (lambda v: v is None or v >= 1, "null (as launched) or >= 1"),
     "lock_wait": (lambda v: v >= 0, ">= 0 seconds (.inf: as long as it takes)"),
 }
+def device_unavailable(device: str) -> str | None:
+    "Why `device` cannot run on this machine (no CUDA, too few GPUs, no MPS), or None if it can ('auto' and 'cpu' always can)."
+    import torch
+    kind, _, idx = device.partition(":")
+    n = torch.cuda.device_count() if kind == "cuda" and torch.cuda.is_available() else 0
+    if kind == "cuda" and n == 0: return "this machine has no CUDA device (torch.cuda.is_available() is False)"
+    if kind == "cuda" and idx and int(idx) >= n: return f"this machine has {n} CUDA device(s), numbered 0..{n - 1}"
+    if kind == "mps" and not torch.backends.mps.is_available(): return "this machine has no MPS device"
+    return None
+
 _BY_TYPE = ("data", "method_kw", "encoder_kw", "compile", "swa", "resume", "overwrite", "progress", "wandb", "decay_1d")  # any value of the type
 
 def _type_ok(v, tp) -> bool:
@@ -84,6 +122,8 @@ def check_config(cfg):
         if hints[f.name] is float and isinstance(v, int): setattr(cfg, f.name, float(v))
     for k, (ok, want) in _RANGES.items():
         if not ok(getattr(cfg, k)): raise ConfigError(k, f"config key {k!r} must be {want}, got {getattr(cfg, k)!r}")
+    why = device_unavailable(cfg.device)  # at config time, not as a torch trace at the first tensor moved
+    if why: raise ConfigError("device", f"config key 'device' is {cfg.device!r}, but {why}: use device=auto (a GPU if there is one) or cpu")
     if cfg.overwrite and (cfg.resume or cfg.resume_from):
         raise ConfigError("overwrite", "config keys 'overwrite' and 'resume'/'resume_from' exclude each other: "
                                        "resume continues the run in out_dir, overwrite replaces it")
@@ -132,6 +172,7 @@ class TrainConfig:
     log_every: int = 10                 # >= 1
     ckpt_every: int = 50                # >= 1
     keep_every: int | None = None       # also keep backbone_step<k>.pt every k >= 1 steps (and at step 0), for F4
+    keep_ckpt_every: int | None = None  # also keep the full checkpoint every k >= 1 steps as epoch-<e>.pt (seed 002: every 10 epochs; seed 004's epoch-XX)
     monitor: str = "loss"               # a value logged every step (loss, a loss term, lr, grad_norm) whose best mean
     monitor_mode: str = "min"           # min | max — makes best.pt and best-<monitor>.pt
     resume: bool = False                # continue the run in out_dir from its last.pt
@@ -178,7 +219,7 @@ class TrainConfig:
         "Read a YAML file, then apply `key=value` overrides (`method_kw.lamb=0.1` reaches into a nested mapping)."
         path = Path(path)
         if not path.is_file(): raise FileNotFoundError(f"config file {path} not found")
-        try: d = yaml.safe_load(path.read_text()) or {}
+        try: d = load_yaml(path)
         except yaml.YAMLError as e: raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(d, dict): raise ValueError(f"{path}: expected a mapping of key: value")
         return cls.from_dict(apply_overrides(d, overrides), source=str(path))
@@ -215,6 +256,14 @@ def apply_overrides(d: dict, overrides, types: dict | None = None) -> dict:
         node[leaf] = parse_override(key.strip(), val, typing.Any if parents else types.get(leaf, typing.Any))
     return d
 
+# %% ../nbs/21_config.ipynb #ed07a0b6
+def saved_config(src, source: str | None = None) -> TrainConfig:
+    "A run's saved config (a `config.yaml` or the mapping a checkpoint holds), `device` read as 'auto' where this machine lacks it."
+    d = dict(src) if isinstance(src, dict) else load_yaml(src)
+    dev = d.get("device") if isinstance(d, dict) else None
+    if isinstance(dev, str) and _DEVICE.fullmatch(dev) and device_unavailable(dev): d["device"] = "auto"  # a GPU run read on a CPU
+    return TrainConfig.from_dict(d, source=source or str(src if not isinstance(src, dict) else "config"))
+
 # %% ../nbs/21_config.ipynb #b39ec50c
 def _merge(a: dict, b: dict) -> dict:
     "Deep merge: mappings in `b` update those in `a`, everything else replaces."
@@ -231,7 +280,7 @@ def recipe(domain: str, method: str, profile: str = "smoke", overrides=(), root=
     "The `TrainConfig` of `method` on `domain` under `profile`, from `recipes/<profile>/<domain>.yaml`."
     f = recipes_dir(root) / rehearsed_profile(profile) / f"{domain}.yaml"  # a dry run uses the recipes it rehearses
     if not f.is_file(): raise FileNotFoundError(f"no recipe {f}; profiles: {sorted(p.name for p in recipes_dir(root).iterdir() if p.is_dir())}")
-    d = yaml.safe_load(f.read_text()) or {}
+    d = load_yaml(f)
     methods = d.pop("methods", {}) or {}
     if method not in methods: raise ValueError(f"{f}: no recipe for method {method!r}; it has {sorted(methods)}")
     d = _merge(d, {**(methods[method] or {}), "method": method, "domain": domain})

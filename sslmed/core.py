@@ -16,6 +16,10 @@ __all__ = ['DRY_RUN', 'atomic_path', 'atomic_write_text', 'atomic_write_json', '
            'rehearsed_profile', 'assert_margin']
 
 # %% ../nbs/00_core.ipynb #fc1d2662
+def _umask() -> int:
+    "The process's umask (read by setting it back)."
+    m = os.umask(0); os.umask(m); return m
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None):
     "Yield a temporary path beside `path`; on success rename it over `path`, on error remove it."
@@ -25,6 +29,7 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -76,12 +81,13 @@ def files_digest(files, root, extra: str = "") -> str:
     return h.hexdigest()
 
 def git_info(root=None, outputs=("figures",)) -> dict:
-    "Commit sha and dirty flag of the checkout (None when git is unavailable); changes under `outputs` (what a run writes) do not count."
+    "The last commit of the sources (not of `outputs`) and the dirty flag of the checkout (None without git); what a run writes does not count."
     def git(*a):
         return subprocess.run(["git", *a], cwd=root or Path.cwd(), capture_output=True, text=True, check=True).stdout.strip()
     # rerunning a committed paper rewrites its own figures: that must not mark the sources that made them as dirty
     skip = [f":(top,exclude){o}" for o in outputs]
-    try: return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *skip))}
+    # committing a rerun's figures moves HEAD but not the sources: the sha names the last commit outside `outputs`
+    try: return {"sha": git("log", "-1", "--format=%H", "--", ":(top)", *skip) or git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *skip))}
     except (OSError, subprocess.CalledProcessError): return {"sha": None, "dirty": None}
 
 _VERSIONED = ("sslmed", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn", "matplotlib",

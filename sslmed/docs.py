@@ -6,13 +6,15 @@ Docs: https://sslmed.github.io/sslmed/docs.html.md"""
 
 # %% ../nbs/45_docs.ipynb #67dbc9a2
 from __future__ import annotations
-import re, shutil, subprocess, sys
+import hashlib, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import yaml
 from .core import atomic_write_text, project_root
 
 # %% auto #0
-__all__ = ['prepare_notebook', 'execute_notebook', 'build_docs']
+__all__ = ['prepare_notebook', 'execute_notebook', 'cell_key', 'save_outputs', 'load_outputs', 'restore_outputs', 'mathjax_file',
+           'write_assets', 'artifact_markdown', 'library_notebooks', 'profiles_with_figures', 'experiment_page',
+           'build_docs']
 
 # %% ../nbs/45_docs.ipynb #94cf8e90
 _DIRECTIVE = re.compile(r"^\s*#\s*\|.*$\n?", re.M)
@@ -30,57 +32,188 @@ def prepare_notebook(nb):
     nb.cells = keep
     return nb
 
-# %% ../nbs/45_docs.ipynb #a1b3a534
+# %% ../nbs/45_docs.ipynb #b3bf1e7d
 def execute_notebook(src: Path, timeout: int = 1800):
     "Run a notebook with the current environment's kernel, working directory its own folder; returns it with outputs."
     import nbformat
     from nbclient import NotebookClient
     from sslmed.paper import kernel_name
     nb = nbformat.read(str(src), as_version=4)
-    for c in nb.cells:  # cells that must never run unattended (they need real data, or are marked eval: false)
-        if c.cell_type == "code" and re.search(r"^\s*#\s*\|\s*(notest|eval:\s*false)", c.source, re.M):
+    for c in nb.cells:  # cells nbdev-test skips too: real data, long runs, eval: false
+        if c.cell_type == "code" and re.search(r"^\s*#\s*\|\s*(notest|slow|eval:\s*false)", c.source, re.M):
             c.metadata.setdefault("tags", []).append("skip-execution")
-    NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), resources={"metadata": {"path": str(src.parent)}}).execute()
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"}  # figures as outputs, even under make's Agg
+    nb.cells.insert(0, nbformat.v4.new_code_cell("%matplotlib inline"))  # a cell that ends in a figure shows it, not its repr
+    NotebookClient(nb, timeout=timeout, kernel_name=kernel_name(), resources={"metadata": {"path": str(src.parent)}}).execute(env=env)
+    nb.cells.pop(0)
     return nb
 
+# %% ../nbs/45_docs.ipynb #a4b79c7b
+def cell_key(source: str) -> str:
+    "The cache key of a code cell: a hash of its source."
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+def _kept(o) -> dict | None:
+    if o.get("output_type") == "stream" and o.get("name") == "stderr": return None
+    o = dict(o)
+    if o.get("output_type") == "execute_result": o["execution_count"] = None
+    return o
+
+def save_outputs(nb, path) -> dict:
+    "Write the outputs of an executed notebook's code cells to `path` as `{cell_key: outputs}`; returns that dict."
+    cache = {}
+    for c in nb.cells:
+        outs = [o for o in map(_kept, c.get("outputs", [])) if o] if c.cell_type == "code" else []
+        if outs: cache[cell_key(c.source)] = outs
+    atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    return cache
+
+# %% ../nbs/45_docs.ipynb #fbb83189
+def load_outputs(folder) -> dict:
+    "Every stored cell's outputs in `folder` (all notebooks' files together)."
+    out = {}
+    for f in sorted(Path(folder).glob("*.json")): out.update(json.loads(f.read_text()))
+    return out
+
+def restore_outputs(nb, cache: dict) -> int:
+    "Give each code cell of `nb` the stored outputs of a cell with the same source; returns how many cells got some."
+    import nbformat
+    n = 0
+    for c in nb.cells:
+        if c.cell_type == "code" and cell_key(c.source) in cache:
+            c.outputs = [nbformat.from_dict(o) for o in cache[cell_key(c.source)]]; n += 1
+    return n
+
+# %% ../nbs/45_docs.ipynb #fe949774
+def mathjax_file() -> Path:
+    "MathJax 3's single-file TeX-to-SVG build, as the `django-static-mathjax` package ships it (fonts inside, no CDN)."
+    import importlib.util
+    spec = importlib.util.find_spec("mathjax")
+    f = Path(spec.origin).parent / "static" / "mathjax" / "es5" / "tex-svg.js" if spec and spec.origin else None
+    if f is None or not f.is_file():
+        raise FileNotFoundError("MathJax for the docs site is missing: pip install django-static-mathjax (in the docs extra)")
+    return f
+
+_MATHJAX_CONFIG = """window.MathJax = {
+  tex: {inlineMath: [["\\\\(", "\\\\)"], ["$", "$"]], displayMath: [["\\\\[", "\\\\]"], ["$$", "$$"]], processEscapes: true}
+};  // the whole page is searched (code and pre are skipped): notebook cells hold their maths in plain <p>
+"""
+_CSS = """.md-typeset pre > code, .jupyter-wrapper pre, .jupyter-wrapper .highlight-ipynb pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+.md-typeset img, .jupyter-wrapper .jp-OutputArea-output img { max-width: 100%; height: auto; }
+"""
+
+def write_assets(stage: Path) -> dict:
+    "Copy MathJax and write its configuration and the style sheet under `stage/assets/`; returns the MkDocs config keys for them."
+    a = stage / "assets"
+    (a / "mathjax").mkdir(parents=True, exist_ok=True)
+    shutil.copy(mathjax_file(), a / "mathjax" / "tex-svg.js")
+    atomic_write_text(a / "mathjax-config.js", _MATHJAX_CONFIG)
+    atomic_write_text(a / "sslmed.css", _CSS)
+    return {"extra_javascript": ["assets/mathjax-config.js", "assets/mathjax/tex-svg.js"], "extra_css": ["assets/sslmed.css"]}
+
+# %% ../nbs/45_docs.ipynb #1c123ced
+def _table_md(md: str, csv: str, rows: int) -> str:
+    lines = md.rstrip("\n").split("\n")
+    body = [i for i, l in enumerate(lines) if l.startswith("|")]
+    if len(body) <= rows + 2: return md
+    cut = body[rows + 2]
+    return "\n".join(lines[:cut] + [f"\n*… {len(body) - rows - 2} more rows in [{Path(csv).name}]({csv})*"] + lines[body[-1] + 1:])
+
+def artifact_markdown(name: str, profile: str, root, prefix: str = "..", rows: int = 20) -> str:
+    "Markdown of what `figures/<profile>/` holds from experiment notebook `name` (empty if nothing)."
+    from sslmed.paper import provenance_line
+    d = Path(root) / "figures" / profile
+    m = json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").is_file() else {}
+    parts = []
+    for stem, e in m.items():
+        if e.get("notebook") != name: continue
+        if e["kind"] == "figure":
+            png = next(f for f in e["files"] if f.endswith(".png"))
+            parts.append(f"**{e['id']}.** {e['caption']}\n\n![{stem}]({prefix}/figures/{profile}/{png})\n\n"
+                         f"*{provenance_line(e['id'], profile, e['data'])}*")
+        else:
+            md = next(f for f in e["files"] if f.endswith(".md"))
+            csv = next(f for f in e["files"] if f.endswith(".csv"))
+            parts.append(_table_md((d / md).read_text(), f"{prefix}/figures/{profile}/{csv}", rows))
+    return "\n\n".join(parts)
+
+# %% ../nbs/45_docs.ipynb #8b1b36b2
 def _title(nb, default: str) -> str:
     for c in nb.cells:
         if c.cell_type == "markdown" and c.source.lstrip().startswith("# "): return c.source.lstrip()[2:].splitlines()[0].strip()
     return default
 
+def library_notebooks(root) -> list[Path]:
+    "The numbered notebooks of `nbs/` and its subfolders (experiments excluded), in the order of their numbers."
+    nbs = Path(root) / "nbs"
+    return sorted((p for p in nbs.rglob("[0-9]*.ipynb") if "experiments" not in p.relative_to(nbs).parts
+                   and ".ipynb_checkpoints" not in p.parts), key=lambda p: p.name)
+
+def profiles_with_figures(root, first: str) -> list[str]:
+    "Profiles with a `figures/<profile>/manifest.json`, `first` first."
+    have = sorted(p.parent.name for p in (Path(root) / "figures").glob("*/manifest.json"))
+    return sorted(have, key=lambda p: p != first)
+
+# %% ../nbs/45_docs.ipynb #df0eaf11
+def experiment_page(src: Path, profile: str, root):
+    "The experiment notebook as a page: its title, the committed results of every profile, then the notebook (run copy if any)."
+    import nbformat
+    root = Path(root)
+    ran = root / "runs" / profile / src.name
+    nb = prepare_notebook(nbformat.read(str(ran if ran.is_file() else src), as_version=4))
+    head = 1 if nb.cells and nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ") else 0
+    add = []
+    for p in profiles_with_figures(root, profile):
+        md = artifact_markdown(src.stem, p, root)
+        if md: add.append(nbformat.v4.new_markdown_cell(f"## Results committed for profile `{p}`\n\n{md}"))
+    nb.cells[head:head] = add + [nbformat.v4.new_markdown_cell("## The notebook" + (f" as run here (`runs/{profile}/`)" if ran.is_file() else ""))]
+    has = ran.is_file() or bool(artifact_markdown(src.stem, profile, root))
+    return nb, has
+
+# %% ../nbs/45_docs.ipynb #801cd908
 def build_docs(profile: str = "smoke", out: str = "_site", root=None, execute: bool = True) -> Path:
-    "Build the static site into `out`: API notebooks, experiments, data cards, reproduction guide; returns the site folder."
+    "Build the static site into `out`: API notebooks with outputs, experiments with their results, data cards, guides."
     import nbformat
     root = Path(root or project_root())
-    stage = root / "_docs_src"
+    stage, cache_dir = root / "_docs_src", root / "docs" / "outputs"
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "api").mkdir(parents=True); (stage / "experiments").mkdir(); (stage / "data").mkdir()
-    nav_api, nav_exp, nav_data = [], [], []
-    for src in sorted((root / "nbs").glob("[0-9]*.ipynb")):
-        print(f"executing {src.name}", flush=True)
-        nb = execute_notebook(src) if execute else nbformat.read(str(src), as_version=4)
+    nav_api, nav_exp, nav_data, stale = [], [], [], []
+    cache = {} if execute else load_outputs(cache_dir)
+    nbs = library_notebooks(root)
+    if execute:  # the files of renamed or removed notebooks go: the store holds what the notebooks print now
+        for f in cache_dir.glob("*.json"):
+            if f.stem not in {p.stem for p in nbs}: f.unlink()
+    for src in nbs:
+        if execute:
+            print(f"executing {src.name}", flush=True)
+            nb = execute_notebook(src); cache.update(save_outputs(nb, cache_dir / f"{src.stem}.json"))
+        nb = nbformat.read(str(src), as_version=4)
+        restore_outputs(nb, cache)
+        if not (cache_dir / f"{src.stem}.json").is_file(): stale.append(src.name)
         nbformat.write(prepare_notebook(nb), str(stage / "api" / src.name))
         nav_api.append({_title(nb, src.stem): f"api/{src.name}"})
+    if stale: print(f"never stored: the outputs of {', '.join(stale)} (`sslmed docs` without --no-execute stores them in docs/outputs/)", flush=True)
     for src in sorted((root / "nbs" / "experiments").glob("*.ipynb")):
-        ran = root / "runs" / profile / src.name
-        nb = nbformat.read(str(ran if ran.is_file() else src), as_version=4)
-        nbformat.write(prepare_notebook(nb), str(stage / "experiments" / src.name))
-        nav_exp.append({_title(nb, src.stem) + ("" if ran.is_file() else " (not run yet)"): f"experiments/{src.name}"})
+        if src.name.startswith("_"): continue
+        nb, has = experiment_page(src, profile, root)
+        nbformat.write(nb, str(stage / "experiments" / src.name))
+        nav_exp.append({_title(nb, src.stem) + ("" if has else " (not run yet)"): f"experiments/{src.name}"})
     for card in sorted((root / "data_cards").glob("*.md")):
         shutil.copy(card, stage / "data" / card.name)
         nav_data.append({_title(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(card.read_text())]), card.stem): f"data/{card.name}"})
-    home = (root / "README.md").read_text()
-    atomic_write_text(stage / "index.md", home)
+    atomic_write_text(stage / "index.md", (root / "README.md").read_text().replace("](docs/reproduce.md)", "](reproduce.md)"))
     shutil.copy(root / "docs" / "reproduce.md", stage / "reproduce.md")
-    if (root / "figures").is_dir(): shutil.copytree(root / "figures", stage / "figures")
+    for p in profiles_with_figures(root, profile): shutil.copytree(root / "figures" / p, stage / "figures" / p)
     cfg = {"site_name": "sslmed", "site_description": "Self-supervised learning for medical data with SIGReg",
            "docs_dir": str(stage), "site_dir": str(root / out), "use_directory_urls": False,
            "theme": {"name": "material", "features": ["navigation.sections", "content.code.copy"]},
-           "plugins": ["search", {"mkdocs-jupyter": {"include_source": True, "execute": False, "ignore_h1_titles": False}}],
+           "plugins": ["search", {"mkdocs-jupyter": {"include_source": True, "execute": False, "ignore_h1_titles": True}}],
            "markdown_extensions": ["tables", "admonition", "pymdownx.superfences", {"pymdownx.arithmatex": {"generic": True}}],
-           "extra_javascript": [],
+           **write_assets(stage),
            "nav": [{"Home": "index.md"}, {"Reproduce the paper": "reproduce.md"}, {"Library": nav_api},
-                   {"Experiments": nav_exp}, {"Data cards": nav_data}]}
-    atomic_write_text(root / "mkdocs.yml", "# generated by `sslmed docs`: edit sslmed/docs.py, not this file\n" + yaml.safe_dump(cfg, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "-f", str(root / "mkdocs.yml")], check=True, cwd=root)
+                   {f"Experiments ({profile})": nav_exp}, {"Data cards": nav_data}]}
+    atomic_write_text(root / "mkdocs.yml", "# generated by `sslmed docs`: edit nbs/45_docs.ipynb, not this file\n" + yaml.safe_dump(cfg, sort_keys=False))
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # a notice about the theme's future, not about this site
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "-f", str(root / "mkdocs.yml")], check=True, cwd=root, env=env)
     return root / out

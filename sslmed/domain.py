@@ -15,7 +15,8 @@ from .phantoms import Rendered
 
 # %% auto #0
 __all__ = ['Task', 'Domain', 'register_domain', 'list_domains', 'get_domain', 'phantom_factory', 'reader_factory',
-           'phantom_names', 'resize_to', 'flatten_keys', 'Fixed', 'Ignored', 'seed_overrides']
+           'phantom_names', 'resize_to', 'flatten_keys', 'Fixed', 'Ignored', 'Derived', 'as_override_value',
+           'seed_overrides', 'for_methods', 'translate_seed']
 
 # %% ../nbs/10_domain.ipynb #76111132
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Domain:
     study_key: str | None = None     # a label grouping items into studies: evaluation also pools them per study (MIL)
     dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
     finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
+    external_tests: dict = field(default_factory=dict) # labelled dataset -> {another dataset of its task: reader kw}: also a test set of its probes
+    finetune_augment: Callable | None = None           # () -> the batch augmentation fine-tuning uses unless told otherwise (seed 002's light one)
     cards: dict = field(default_factory=dict)         # dataset -> its card in data_cards/ (name without .md): the phantom's and every real one's
     class_key: str | None = None     # the label whose classes the phantom grids show (default: label_key)
     checks: dict = field(default_factory=dict)        # the domain's inputs to the shared checks of nbs/19_domain_checks.ipynb
@@ -149,26 +152,68 @@ class Ignored:
     "A seed key with no effect on what is trained (hardware, file bookkeeping): any value is dropped, for the reason `why`."
     why: str
 
+@dataclass(frozen=True, eq=False)
+class Derived:
+    "Seed keys translated together: `fn(seed, method)` -> {sslmed key: value}, `seed` holding `defaults` (the seed's own values) under the config's."
+    fn: Callable     # (dict of dotted seed key -> value, the method trained or None for the seed's own) -> {sslmed key: value}
+    defaults: dict   # every seed key `fn` reads -> the value the seed uses when its config omits it
+
 def _same(a, b) -> bool:
     import json
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (isinstance(a, (int, float)) and not isinstance(a, bool)
                                                                               and isinstance(b, (int, float)) and float(a) == float(b))
 
-def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config") -> list[str]:
-    "`key=value` overrides of sslmed config keys from a seed system's config, through `seed_keys` (seed key -> key, (key, fn), a list of these, `Fixed`, `Ignored` or None)."
+# %% ../nbs/10_domain.ipynb #d6c5bb93
+def _targets(t) -> list: return t if isinstance(t, list) else [] if t is None else [t]
+
+def as_override_value(v) -> str:
+    "`v` as JSON that YAML 1.1 reads back as the same value: a float keeps its '.' (`1.0e-06`; PyYAML reads `1e-06` as a string)."
+    import json, math
+    if isinstance(v, float) and math.isfinite(v):
+        r = repr(v)
+        return r.replace("e", ".0e", 1) if "e" in r and "." not in r.split("e")[0] else r
+    if isinstance(v, (list, tuple)): return "[" + ", ".join(as_override_value(x) for x in v) + "]"
+    if isinstance(v, dict): return "{" + ", ".join(f"{json.dumps(str(k))}: {as_override_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+def seed_overrides(seed_cfg: dict, seed_keys: dict, source: str = "seed config", method: str | None = None) -> list[str]:
+    "`key=value` overrides from a seed system's config through `seed_keys` (seed key -> key, (key, fn), `Derived`, a list of these, `Fixed`, `Ignored`), for `method`."
     import json
-    flat, out, unknown = flatten_keys(seed_cfg, leaves=set(seed_keys)), [], []
+    flat, out, unknown, derived = flatten_keys(seed_cfg, leaves=set(seed_keys)), {}, [], []
     for k, v in flat.items():
         if k not in seed_keys: unknown.append(k); continue
-        targets = seed_keys[k]  # None (no effect in sslmed), Fixed, Ignored, a key, (key, fn), or a list of these for one seed key
+        targets = seed_keys[k]
         if isinstance(targets, Ignored): continue
         if isinstance(targets, Fixed):
             if not _same(v, targets.value):
                 raise ValueError(f"{source}: seed key {k!r} is {v!r}, but sslmed always behaves as {targets.value!r} "
                                  f"({targets.why}); remove the key or set it to {targets.value!r}")
             continue
-        for t in targets if isinstance(targets, list) else [] if targets is None else [targets]:
+        for t in _targets(targets):
+            if isinstance(t, Derived):
+                if t not in derived: derived.append(t)
+                continue
             key, fn = t if isinstance(t, tuple) else (t, None)
-            out.append(f"{key}={json.dumps(fn(v) if fn else v)}")
+            try: out[key] = fn(v) if fn else v
+            except (ValueError, TypeError) as e: raise ValueError(f"{source}: {e}" if repr(k) in str(e) else f"{source}: seed key {k!r}: {e}") from None
     if unknown: raise ValueError(f"{source}: key(s) {unknown} have no sslmed equivalent; known: {sorted(seed_keys)}")
-    return out
+    for d in derived:
+        try: out.update(d.fn({**d.defaults, **{k: v for k, v in flat.items() if k in seed_keys}}, method))
+        except (ValueError, TypeError) as e: raise ValueError(f"{source}: {e}") from None
+    return [f"{k}={as_override_value(v)}" for k, v in out.items()]
+def for_methods(key: str, methods, *targets) -> Derived:
+    "Seed key `key` as `targets` (keys or (key, fn)) when the method trained is one of `methods` or the seed's own (None); no effect on other methods."
+    def fn(s, method):
+        if method is not None and method not in methods: return {}
+        return {t[0] if isinstance(t, tuple) else t: t[1](s[key]) if isinstance(t, tuple) else s[key] for t in targets}
+    return Derived(fn, {})
+
+# %% ../nbs/10_domain.ipynb #e6a41f7d
+def translate_seed(domain: str, seed_cfg: dict, method: str | None = None, source: str = "seed config") -> tuple:
+    "(method, `key=value` overrides) that `sslmed train --seed-config` runs: the method the seed names, else `method`; a conflict is an error."
+    import json
+    over = seed_overrides(seed_cfg, get_domain(domain).seed_keys, source, method)
+    named = [json.loads(o.split("=", 1)[1]) for o in over if o.startswith("method=")]
+    if named and method and named[-1] != method:
+        raise ValueError(f"{source}: the seed config trains {named[-1]!r}, but the method asked for is {method!r}; drop one of them")
+    return method or (named[-1] if named else None), [o for o in over if not o.startswith("method=")]

@@ -43,7 +43,7 @@ def t1_scores(cfg: TrainConfig, root=None) -> dict | None:
     "The T1 rows of the profile whose T1 trained `cfg` (its seed's scores, its cell's intervals, the manifest entry), else None."
     root = _checkout(root)
     for man in [] if root is None else sorted((root / "figures").glob("*/manifest.json")):
-        entry = json.loads(man.read_text()).get("T1_all_scores")
+        m = json.loads(man.read_text()); entry = m.get("tables/T1_all_scores") or m.get("T1_all_scores")  # tables are keyed tables/<name>
         p = (entry or {}).get("parameters", {})
         if not entry or cfg.domain not in p.get("domains", ()) or cfg.method not in p.get("methods", ()) or cfg.seed not in entry.get("seeds", ()): continue
         want = recipe(cfg.domain, cfg.method, recipe_profile(entry["profile"]), [f"seed={cfg.seed}", *as_overrides(p.get("pretrain_overrides"))], root=root)

@@ -25,7 +25,8 @@ from .cam import eval_mode
 from .data.core import dataset_labels  # (also importable from here)
 
 # %% auto #0
-__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'module_device', 'extract_features']
+__all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'module_device', 'read_feature_cache',
+           'extract_features']
 
 # %% ../nbs/31_features.ipynb #c8ceb056
 def _hash_update(h, obj, prefix: str = ""):
@@ -141,17 +142,34 @@ def module_device(m):
 
 def _safe(s: str) -> str: return re.sub(r"[^A-Za-z0-9._-]+", "-", str(s))[:120]
 
+def read_feature_cache(path) -> dict | None:
+    "A feature-cache file's `{'x': (N, D), 'labels': {...}}`, or None with a warning if it is truncated, corrupt or malformed (then rebuilt)."
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+        x, labels = d["x"], d["labels"]
+        if not (torch.is_tensor(x) and x.ndim == 2 and isinstance(labels, dict)
+                and all(len(v) == len(x) for v in labels.values())):
+            raise ValueError(f"expected x (N, D) and labels of N rows, got x {getattr(x, 'shape', type(x).__name__)}")
+        return d
+    except Exception as e:  # torch raises many types for a cut or damaged zip
+        warnings.warn(f"feature cache {path} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}); rebuilding it",
+                      RuntimeWarning)
+        return None
+
 def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache_dir=None, key: str | None = None,
                      split: str = "all", num_workers: int = 0, label_keys=None, progress: bool = True) -> Features:
     "Embed `dataset` with a frozen `encoder` (x -> (B, D)) in batches; labels collected; cached on disk when `cache_dir` is set."
-    if len(dataset) == 0: raise ValueError(f"dataset {type(dataset).__name__} is empty")
+    if len(dataset) == 0:
+        lost = getattr(dataset, "lost", 0)
+        why = f"all {lost} of its items failed to load and were quarantined" if lost else "its reader lists no item"
+        raise ValueError(f"dataset {type(dataset).__name__} (split {getattr(dataset, 'split_name', split)!r}) is empty: 0 items; {why}")
     path, groups = None, int(getattr(encoder, "groups", 1))  # `Preprocessed` embeds each CT window on its own
     if cache_dir is not None:
         path = Path(cache_dir) / f"{checkpoint_hash(encoder)}_{_safe(key or dataset_key(dataset))}_{_safe(split)}.pt"
         if path.exists():
-            d = torch.load(path, map_location="cpu", weights_only=True)
-            if len(d["x"]) == len(dataset): return Features(d["x"], d["labels"], groups)
-            warnings.warn(f"cache {path} holds {len(d['x'])} rows for a dataset of {len(dataset)}; recomputing", RuntimeWarning)
+            d = read_feature_cache(path)
+            if d is not None and len(d["x"]) == len(dataset): return Features(d["x"], d["labels"], groups)
+            if d is not None: warnings.warn(f"cache {path} holds {len(d['x'])} rows for a dataset of {len(dataset)}; recomputing", RuntimeWarning)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     home = module_device(encoder)
     if isinstance(encoder, nn.Module): encoder.to(device)

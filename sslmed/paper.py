@@ -16,8 +16,8 @@ from .core import DRY_RUN, rehearsed_profile
 # %% auto #0
 __all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line', 'Artifacts', 'list_experiments',
            'notebook_parameters', 'load_profile', 'experiment_params', 'MissingRoots', 'recipe_roots', 'require_roots',
-           'kernel_name', 'run_notebook', 'library_digest', 'input_digest', 'run_paper', 'dry_run', 'readme_from_index',
-           'cards_index', 'readme_cards']
+           'known_datasets', 'set_data_roots', 'kernel_name', 'run_notebook', 'library_digest', 'input_digest',
+           'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 9))
@@ -73,10 +73,11 @@ class Artifacts:
                  "files": [str(Path(f).relative_to(self.dir)) for f in files], "git": git_info(self.root),
                  "versions": package_versions(), "device": device_info(),
                  "wall_time_s": round(time.time() - self.t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        manifest = self.dir / "manifest.json"
+        manifest, key = self.dir / "manifest.json", name if kind == "figure" else f"tables/{name}"  # a figure and its data may share a name
         with file_lock(self.dir / ".manifest.lock"):
             m = json.loads(manifest.read_text()) if manifest.exists() else {}
-            m[name] = entry
+            old = m.get(key, {})  # a rerun that made the same artifact keeps its entry: the file stays byte-identical
+            if {k: v for k, v in old.items() if k not in VOLATILE} != {k: v for k, v in entry.items() if k not in VOLATILE}: m[key] = entry
             atomic_write_json(manifest, m)
         self.saved.append(name)
         return files
@@ -164,16 +165,43 @@ def require_roots(profile: str, root=None):
         bad = missing_roots(profile_datasets(profile, root))
     if bad: raise MissingRoots(f"profile {profile!r} cannot start, {len(bad)} dataset root(s) missing:\n  " + "\n  ".join(bad))
 
+# %% ../nbs/44_paper.ipynb #d5b862c7
+def known_datasets() -> list[str]:
+    "The real datasets the registered domains can read."
+    from sslmed.domain import list_domains, get_domain
+    return sorted({n for d in list_domains() for n in get_domain(d).datasets if n != "phantom"})
+
+def _root_items(arg: str) -> list[tuple]:
+    if "=" in arg: return [(*arg.split("=", 1), "--data-root")]
+    f = Path(arg).expanduser()
+    if f.suffix not in (".yaml", ".yml") or not f.is_file():
+        raise ValueError(f"--data-root {arg!r}: give NAME=PATH (e.g. ptbxl=/data/ptb-xl) or an existing YAML file of dataset: root")
+    m = yaml.safe_load(f.read_text()) or {}
+    if not isinstance(m, dict): raise ValueError(f"{f}: expected a mapping of dataset: root, got {type(m).__name__}")
+    return [(str(k), str(v), str(f)) for k, v in m.items()]
+
+def set_data_roots(args) -> dict:
+    "Set `$SSLMED_DATA_<NAME>` from `NAME=PATH` pairs or YAML files (`--data-root`); returns the variables set."
+    out, known = {}, known_datasets()
+    for name, path, where in [it for a in (args or []) for it in _root_items(a)]:
+        if name.lower() not in known: raise ValueError(f"{where}: unknown dataset {name!r}; known: {known}")
+        p = Path(path).expanduser()
+        if not p.exists(): raise FileNotFoundError(f"{where}: the root of {name}, {p}, does not exist")
+        out[f"SSLMED_DATA_{name.upper()}"] = str(p.resolve())
+    os.environ.update(out)
+    return out
+
 # %% ../nbs/44_paper.ipynb #1bec74ed
 def kernel_name() -> str:
-    "A kernelspec inside this environment, so papermill runs the notebooks with the interpreter running us."
+    "The `sslmed` kernelspec inside this environment (also what `make lab` installs): notebooks run with the interpreter running us."
     name = "sslmed"
     dest = Path(sys.prefix) / "share" / "jupyter" / "kernels" / name
     spec = dest / "kernel.json"
     want = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    if not spec.is_file() or json.loads(spec.read_text()).get("argv") != want:
+    spec_json = {"argv": want, "display_name": "sslmed", "language": "python", "metadata": {"debugger": True}}
+    if not spec.is_file() or json.loads(spec.read_text()) != spec_json:
         dest.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(spec, {"argv": want, "display_name": "sslmed (this environment)", "language": "python"})
+        atomic_write_json(spec, spec_json)
     return name
 
 def _failed_cell(exc) -> str:

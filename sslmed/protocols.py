@@ -15,21 +15,23 @@ import torch
 import yaml
 from torch import nn
 from .core import atomic_path, files_digest, project_root
-from .data.core import DataError, Quarantine
+from .data.core import DataError, Quarantine, ReaderDataset
 from .domain import get_domain, list_domains
 from .features import dataset_labels
-from .config import TrainConfig, recipe
+from .config import TrainConfig, recipe, saved_config
 from .runs import load_backbone, code_digest, run_dir, same_run
 from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
-__all__ = ['EXECUTOR_MAPS', 'recipe_profile', 'root_env', 'eval_datasets', 'profile_cards', 'Preprocessed', 'run_device',
-           'as_overrides', 'run_path', 'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks',
-           'evaluate', 'default_jobs', 'register_executor', 'parallel_map', 'local_map', 'grid_cell', 'run_cells',
-           'run_grid', 'headline', 'mean_sd_table', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task',
-           'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots',
-           'label_balance', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+__all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets',
+           'profile_cards', 'external_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'run_path',
+           'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external',
+           'external_rows', 'default_jobs', 'register_executor', 'parallel_map', 'local_map', 'grid_cell', 'run_cells',
+           'run_grid', 'headline', 'mean_sd_table', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
+           'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets',
+           'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data',
+           'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -74,6 +76,16 @@ def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
             if n not in dom.cards: raise ValueError(f"domain {d!r} names no data card for its dataset {n!r} (Domain.cards)")
             if dom.cards[n] not in cards: cards.append(dom.cards[n])
     return cards
+
+# %% ../nbs/40_protocols.ipynb #75d7185c
+def external_datasets(domain: str, profile: str = "smoke", root=None) -> dict:
+    "`{name: (factory, reader kw)}` of the labelled test sets a domain's evaluation set is also scored on (a real profile only: Messidor-2 for APTOS)."
+    dom = get_domain(domain)
+    name, kw = _data_kw(domain, profile, root)
+    if name == "phantom": return {}
+    name, extra = dom.eval_dataset.get(name, (name, {}))
+    kw = {k: v for k, v in {**kw, **extra}.items() if k not in ("split", "random_crop")}
+    return {n: (dom.datasets[n], {**kw, **x}) for n, x in getattr(dom, "external_tests", {}).get(name, {}).items()}
 
 # %% ../nbs/40_protocols.ipynb #9a8304f4
 class Preprocessed(nn.Module):
@@ -125,7 +137,7 @@ def pretrain(domain: str, method: str, profile: str = "smoke", seed: int = 0, ov
 def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     "A run's config and its metrics.csv (None for the untrained baseline)."
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    cfg = saved_config(run_dir / "config.yaml")  # a GPU run read back on a CPU machine too
     m = run_dir / "metrics.csv"
     return cfg, (pd.read_csv(m) if m.is_file() else None)
 
@@ -195,7 +207,44 @@ def evaluate(run_dir, profile: str = "smoke", seed: int = 0, probes=("linear", "
                              label_fraction=label_fraction, n_train=len(tr), n_test=len(fte),
                              **kept_metrics(r.metrics, per_class),
                              **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    if label_fraction >= 1: rows += external_rows(run_dir, ftr, probes, profile, seed, root, checkpoint, device, predictions)
     return pd.DataFrame(rows)
+
+# %% ../nbs/40_protocols.ipynb #9e177b3f
+def embed_external(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None) -> dict:
+    "`{name: Features}` of each external test set (`external_datasets`) under a run's backbone, cached like `embed`."
+    from sslmed.features import extract_features
+    root = Path(root or project_root())
+    cfg, _ = load_run(run_dir)
+    sets = external_datasets(cfg.domain, profile, root)
+    if not sets: return {}
+    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), get_domain(cfg.domain).eval_tf(**cfg.views_kw)).eval()
+    out = {}
+    for name, (make, kw) in sets.items():
+        d = os.environ.get(root_env(name))
+        if not d: raise ValueError(f"evaluation on the external test set {name!r} needs ${root_env(name)} (see data_cards/)")
+        spec = json.dumps([name, kw, cfg.views_kw], sort_keys=True, default=str)
+        tag = f"{code_digest(root)}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+        out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test", batch_size=64,
+                                     cache_dir=root / "runs" / "features" / profile, progress=False, device=run_device(cfg, device))
+    return out
+
+def external_rows(run_dir, ftr, probes, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt",
+                  device=None, predictions: bool = False) -> list[dict]:
+    "Score rows of the probes trained on the evaluation train split (`ftr`) tested on each external set: label `<key>@<set>`, its own T1 column."
+    from sslmed.probes import linear_probe, knn_eval
+    cfg, _ = load_run(run_dir)
+    dev, rows = run_device(cfg, device), []
+    for name, fx in embed_external(run_dir, profile, seed, root, checkpoint, device).items():
+        for key, task in eval_tasks(cfg.domain, profile, root).items():
+            if key not in fx.labels: continue
+            for probe in [p for p in probes if p in ("linear", "knn")]:
+                r = (linear_probe(ftr, key, task, val=0.2, test=fx, seed=seed, device=dev) if probe == "linear" else
+                     knn_eval(ftr, key, fx, key, k=min(20, len(ftr)), task="multiclass" if task == "ordinal" else task, device=dev))
+                rows.append(dict(domain=cfg.domain, method=cfg.method, seed=seed, probe=probe, label=f"{key}@{name}", task=task,
+                                 label_fraction=1.0, n_train=len(ftr), n_test=len(fx), **kept_metrics(r.metrics),
+                                 **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
+    return rows
 
 # %% ../nbs/40_protocols.ipynb #a3f933a3
 def default_jobs() -> int:
@@ -276,6 +325,12 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
     return t.reset_index()
 
 # %% ../nbs/40_protocols.ipynb #14c85a42
+def linear_head(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
+    "A new linear head whose initial weights depend on `seed` only, not on what ran before in the process."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(in_dim, out_dim)
+
 def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "smoke", seed: int = 0, epochs: int = 10,
                   lr: float = 1e-4, root=None, device=None, per_class: bool | None = None) -> dict:
     "Fine-tune a run's backbone + linear head on `fraction` of the train labels; test-set metrics as a row."
@@ -294,7 +349,7 @@ def finetune_eval(run_dir, label: str, fraction: float = 1.0, profile: str = "sm
     except EmptySplitError:  # too few labels to hold any out: train the fixed number of epochs on all of them
         tr = va = np.arange(len(sub)); patience = epochs
     K = 2 if task == "binary" else (y.shape[1] if task == "multilabel" else int(y.max()) + 1)
-    head = nn.Linear(model.embed_dim, n_outputs(task, K))
+    head = linear_head(model.embed_dim, n_outputs(task, K), seed)
     S = torch.utils.data.Subset
     res = finetune(model, head, S(train, sub[tr].tolist()), S(train, sub[va].tolist()), task, label_key=label,
                    epochs=epochs, lr=lr, batch_size=16, patience=patience, seed=seed, device=dev, progress=False)
@@ -367,7 +422,7 @@ def finetune_task(run_dir, task: str, profile: str | None = None, seed: int = 0,
     out = _fresh_dir(Path(out_dir) if out_dir else Path(run_dir) / "finetune" / f"{task}_s{seed}", overwrite)
     log = RunLogger(out, method=None, wandb=wandb, config=dict(run=str(run_dir), task=task, label=key, epochs=epochs, lr=lr))
     try:
-        res = finetune_monitored(model, nn.Linear(model.embed_dim, n_outputs(kind, K)), train, val, kind, test_data=test,
+        res = finetune_monitored(model, linear_head(model.embed_dim, n_outputs(kind, K), seed), train, val, kind, test_data=test,
                                  label_key=key, class_names=names, epochs=epochs, lr=lr, weight_decay=weight_decay,
                                  layer_decay=layer_decay, batch_size=batch_size, patience=patience, seed=seed,
                                  freeze_backbone=freeze_backbone, log=log.log, checkpoint=out / "best.pt", device=dev,
@@ -402,7 +457,7 @@ def feature_map(self: Preprocessed, x):
 
 # %% ../nbs/40_protocols.ipynb #f41d696d
 def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, batch_size, patience, augment, cam_weight, root, device):
-    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`: (context, result, test set, device)."
+    "A run's backbone fine-tuned (linear or CAM head) on `fraction` of the train labels less a `holdout`, augmented by `augment` (None: the domain's default, False: none): (context, result, test set, device)."
     from sslmed.finetune import finetune, finetune_cam
     from sslmed.probes import label_subset, val_split, n_outputs
     cfg, _ = load_run(run_dir)
@@ -417,9 +472,10 @@ def _finetuned(run_dir, label, fraction, profile, seed, epochs, lr, holdout, bat
     K = y.shape[1] if task == "multilabel" else max(2, int(y.max()) + 1)
     S = torch.utils.data.Subset
     data = S(train, sub[tr].tolist()), S(train, sub[ho].tolist())
+    if augment is None: augment = dom.finetune_augment() if dom.finetune_augment else None  # the domain's default (fundus: seed 002's)
     kw = dict(label_key=label, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed, device=dev,
-              progress=False, augment=augment)
-    res = (finetune(model, nn.Linear(model.embed_dim, n_outputs(task, K)), *data, task, **kw) if cam_weight is None
+              progress=False, augment=augment or None)
+    res = (finetune(model, linear_head(model.embed_dim, n_outputs(task, K), seed), *data, task, **kw) if cam_weight is None
            else finetune_cam(model, *data, K, cam_weight, task, **kw))
     ctx = dict(domain=cfg.domain, method=cfg.method, seed=seed, label=label, task=task, label_fraction=fraction,
                n_train=len(tr), n_holdout=len(ho), n_test=len(test))
@@ -479,6 +535,7 @@ def profile_datasets(profile: str = "full", root=None) -> list[dict]:
         name, extra = dom.eval_dataset.get(name, (name, {}))
         kw = {**{k: v for k, v in kw.items() if k != "split"}, **extra}
         for split in dom.real_splits.get(name, ("train", "test")): add(_spec(d, name, {**kw, "split": split}, f"eval {split}"))
+        for ext, (_, ext_kw) in external_datasets(d, profile, root).items(): add(_spec(d, ext, ext_kw, "eval external"))
     return list(seen.values())
 
 def missing_roots(specs) -> list[str]:
@@ -499,33 +556,66 @@ def _compact(counts: Counter, top: int = 3) -> str:
     more = len(counts) - len(items)
     return " ".join(f"{k}:{v}" for k, v in items) + (f" +{more} more" if more > 0 else "")
 
+MAX_LABEL_COLUMNS, SHOWN_CLASSES, CELL_WIDTH = 64, 12, 160  # a longer vector is no class label; the table stays a page long
+
+def label_value(labels, key: str | None):
+    "Item label `key` as an array if it is a class label (a scalar, or a vector of at most 64 entries); else None (a mask, a volume)."
+    v = labels.get(key) if isinstance(labels, dict) and key is not None else None
+    if v is None: return None
+    a = np.asarray(v.numpy() if torch.is_tensor(v) else v)
+    return a if a.ndim == 0 or (a.ndim == 1 and a.size <= MAX_LABEL_COLUMNS) else None
+
 def label_balance(labels: list) -> str:
-    "Class counts of integer labels, or positives per column of multi-hot labels, compactly."
+    "Class counts of integer labels, or positives per column of multi-hot labels: at most 12 of either, whatever the cohort."
     if not labels: return "unlabelled"
     y = np.stack([np.asarray(v) for v in labels])
-    if y.ndim == 1: return " ".join(f"{int(k)}:{int(n)}" for k, n in zip(*np.unique(y, return_counts=True)))
-    return "pos/col " + " ".join(str(int(n)) for n in y.reshape(len(y), -1).sum(0))
+    if y.ndim == 1:
+        k, n = np.unique(y, return_counts=True)
+        if len(k) <= SHOWN_CLASSES: return " ".join(f"{int(a)}:{int(b)}" for a, b in zip(k, n))
+        return _compact(Counter(dict(zip(map(int, k), map(int, n)))), SHOWN_CLASSES)
+    pos = y.reshape(len(y), -1).sum(0).astype(int)
+    more = f" +{len(pos) - SHOWN_CLASSES} more columns" if len(pos) > SHOWN_CLASSES else ""
+    return "pos/col " + " ".join(map(str, pos[:SHOWN_CLASSES])) + more
+
+def cell(value, width: int = CELL_WIDTH) -> str:
+    "A table cell: one line of at most `width` characters (a longer text ends in '…')."
+    s = " ".join(str(value).split())
+    return s if len(s) <= width else s[:width - 1] + "…"
 
 def shape_of(x) -> str:
     "`C×H×W`-style shape of an item's data."
     return "×".join(str(int(n)) for n in getattr(x, "shape", ()))
 
 # %% ../nbs/40_protocols.ipynb #c0a1d016
+def _scan_reader(ds: ReaderDataset, visit, limit: int | None, q: Quarantine) -> tuple[int, int]:
+    "One pass of a skip-mode reader: `(listed, failed)`; a whole pass also settles it (the failures removed), a partial one does not."
+    listed, n0 = len(ds._items), len(ds.quarantine)
+    if limit is None or limit >= listed: lost = ds.lost; ds.settle(visit, warn=False, all_errors=True); failed = ds.lost - lost
+    else: failed = len(ds.scan(visit, limit, warn=False, all_errors=True))
+    if ds.quarantine is not q: q.extend(ds.quarantine[n0:])
+    return listed, failed
+
 def scan_dataset(ds, label_key: str | None = None, limit: int | None = None, quarantine: Quarantine | None = None) -> dict:
-    "Load each item of a reader once: item count, label balance, shape histogram; failures go to `quarantine`."
+    "Load each item of a reader once: items listed, loaded, label balance (label `label_key` only), shapes; failures go to `quarantine`."
     q = quarantine if quarantine is not None else Quarantine()
-    n0, labels, shapes = len(q), [], Counter()
-    n = len(ds) if limit is None else min(limit, len(ds))
-    for i in range(n):
-        try: x, lab = ds.load(i) if hasattr(ds, "load") else ds[i]
-        except DataError as e: q.add(e, warn=False); continue
-        except Exception as e:  # a reader bug, not bad data: recorded so that the preflight still covers every dataset
-            q.add(DataError(f"{type(ds).__name__}[{i}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}"), warn=False); continue
+    labels, shapes = [], Counter()
+    def visit(x, lab):
         shapes[shape_of(x)] += 1
-        if isinstance(lab, dict) and lab:
-            v = lab.get(label_key, next(iter(lab.values())))
-            labels.append(v.numpy() if torch.is_tensor(v) else v)
-    return dict(items=len(ds), loaded=n - (len(q) - n0), balance=label_balance(labels), sizes=_compact(shapes), corrupt=len(q) - n0)
+        v = label_value(lab, label_key)
+        if v is not None: labels.append(v)
+    if isinstance(ds, ReaderDataset) and not ds._settled:  # skip mode: this pass is the one that removes the bad items
+        n, failed = _scan_reader(ds, visit, limit, q)
+        n = n if limit is None else min(limit, n)
+    else:
+        n, failed = len(ds) if limit is None else min(limit, len(ds)), 0
+        for i in range(n):
+            try: visit(*(ds.load(i) if hasattr(ds, "load") else ds[i]))
+            except DataError as e: q.add(e, warn=False); failed += 1
+            except Exception as e:  # a reader bug, not bad data: recorded so that the preflight still covers every dataset
+                q.add(DataError(f"{type(ds).__name__}[{i}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}"), warn=False)
+                failed += 1
+    listed = len(ds._items) + ds.lost if isinstance(ds, ReaderDataset) else len(ds)  # never settles a partly scanned reader
+    return dict(items=listed, loaded=n - failed, balance=cell(label_balance(labels)), sizes=cell(_compact(shapes)), corrupt=failed)
 
 # %% ../nbs/40_protocols.ipynb #c0a1d018
 _OWN_POLICY = ("on_error", "quarantine", "quarantine_log")  # the preflight skips and records bad items itself
@@ -544,10 +634,11 @@ def check_data(profile: str = "full", out_csv=None, limit: int | None = None, ro
                 kw = {k: v for k, v in s["kw"].items() if k not in _OWN_POLICY}
                 ds = dom.datasets[s["dataset"]](root=where, on_error="skip", quarantine=q, **kw)
                 row.update(scan_dataset(ds, dom.label_key, limit, q), corrupt=len(q))  # also those skipped while opening
-            except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False)
+            except DataError as e: row["error"] = f"{e.field}: {e.reason}"; q.add(e, warn=False, split=s["kw"].get("split", ""))
             except (TypeError, ValueError, OSError) as e: row["error"] = f"{type(e).__name__}: {e}"
         else: row["error"] = f"${s['env']} is unset"
-        rows.append(row)
+        row["lost"] = " ".join(f"{k or '-'}:{v}" for k, v in q.lost().items())  # items each split lost
+        rows.append({k: cell(v) if isinstance(v, str) and k != "args" else v for k, v in row.items()})  # args: the key into the CSV
         bad += [dict(dataset=s["dataset"], args=row["args"], **r._asdict()) for r in q]
     summary = pd.DataFrame(rows)
     quarantined = pd.DataFrame(bad, columns=["dataset", "args", *Quarantine.columns])

@@ -15,15 +15,55 @@ import torch
 from torch import nn
 from .core import atomic_path, atomic_write_text, files_digest, project_root
 from .domain import get_domain, list_domains
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, saved_config
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES', 'TRAINING_HELPERS',
-           'NOT_TRAINING', 'CheckpointError', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
-           'portable', 'save_backbone', 'load_encoder_weights', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger',
-           'RunLocked', 'lock_holder', 'locked_error', 'run_lock', 'lock_in_use', 'stale_temp_files', 'run_contents',
+__all__ = ['CKPT_FORMAT', 'SAFE_GLOBALS', 'SEED_PREFIXES', 'TB_NAMES', 'TB_ALIASES', 'LOCK_FILE', 'TRAINING_MODULES',
+           'TRAINING_HELPERS', 'NOT_TRAINING', 'WriteError', 'write_atomically', 'save_torch', 'CheckpointError',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'portable', 'save_backbone',
+           'load_encoder_weights', 'load_matching', 'load_backbone', 'tb_tags', 'wandb_run', 'RunLogger', 'RunLocked',
+           'lock_holder', 'locked_error', 'run_lock', 'lock_in_use', 'stale_temp_files', 'run_contents',
            'check_out_dir', 'resume_checkpoint', 'open_run_dir', 'declared_world', 'config_key', 'code_digest',
            'same_run', 'training_modules', 'code_text', 'training_code_digest', 'launched_world', 'run_dir']
+
+# %% ../nbs/22_runs.ipynb #64199f2b
+class WriteError(OSError):
+    "A file that could not be written; the message names the path, the cause and what is still on disk."
+
+def _survivors(path: Path) -> str:
+    "What a failed write left intact: the previous file at `path`, if any, and the other `.pt` files beside it."
+    prev = f"the previous {path.name} is intact ({path.stat().st_size} bytes)" if path.is_file() else f"there was no earlier {path.name}"
+    others = sorted(p.name for p in path.parent.glob("*.pt") if p.name != path.name and not p.name.startswith(".")) if path.parent.is_dir() else []
+    return prev + (f"; also on disk: {', '.join(others[:8])}{' …' if len(others) > 8 else ''}" if others else "")
+
+def write_atomically(path, write) -> Path:
+    "`write(tmp)` then rename over `path` (`atomic_path`); any failure to write is a `WriteError` naming `path` and what survived."
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp: write(tmp)
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError of its zip writer
+        cause = " ".join(str(e).split())[:300]
+        raise WriteError(f"cannot write {path} ({type(e).__name__}: {cause}); nothing was replaced: {_survivors(path)}") from e
+    return path
+
+class _Sink:
+    "A binary file whose `write` keeps the OSError it raised: torch's zip writer reports it as a RuntimeError without the errno."
+    def __init__(self, f): self.f, self.error = f, None
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+    def flush(self): return self.f.flush()
+
+def save_torch(obj, path) -> Path:
+    "`torch.save(obj, path)` atomically; a write the OS refuses (ENOSPC, EFBIG) is a `WriteError` giving that cause, the path and the survivors."
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            sink = _Sink(f)
+            try: torch.save(obj, sink)
+            except RuntimeError:
+                if sink.error is not None: raise sink.error from None  # the OS's own reason, not the zip writer's position check
+                raise
+    return write_atomically(path, write)
 
 # %% ../nbs/22_runs.ipynb #c64cd6fd
 CKPT_FORMAT = "sslmed-checkpoint-v1"
@@ -50,8 +90,7 @@ def set_rng_state(st: dict):
 
 def save_checkpoint(path, **state) -> Path:
     "Atomically write `state` (tensors and plain values) with the format marker."
-    with atomic_path(path) as tmp: torch.save({"format": CKPT_FORMAT, **state}, tmp)
-    return Path(path)
+    return save_torch({"format": CKPT_FORMAT, **state}, path)
 
 def _safe_load(path, map_location="cpu"):
     from sslmed.encoders import weights_file, load_weights
@@ -87,7 +126,7 @@ def save_backbone(path, encoder: nn.Module) -> Path:
     from sslmed.encoders import save_weights
     save_weights(Path(path).with_suffix(".safetensors"), cpu)  # the pickle-free twin, read first by every loader
     if Path(path).suffix != ".safetensors":
-        with atomic_path(path) as tmp: torch.save(cpu, tmp)
+        save_torch(cpu, path)  # a failed write names the path, the cause and what survived
     return Path(path)
 
 # %% ../nbs/22_runs.ipynb #a1c0e010
@@ -107,15 +146,45 @@ def load_encoder_weights(encoder: nn.Module, src, map_location="cpu", name=None)
                               f"{' '.join(str(e).split())[:400]}") from None
     return encoder
 
+# %% ../nbs/22_runs.ipynb #2d473204
+SEED_PREFIXES = ("module.", "student_encoder.", "backbone.", "encoder.", "model.")  # DDP, seed 004's student, common wrappers
+
+def _tensor_dict(ck) -> dict:
+    "The largest mapping of name -> tensor inside a loaded checkpoint (its state dict, wherever the seed's script put it)."
+    if isinstance(ck, dict) and ck and all(isinstance(v, torch.Tensor) for v in ck.values()): return ck
+    subs = [_tensor_dict(v) for v in (ck.values() if isinstance(ck, dict) else [])]
+    return max(subs, key=len, default={})
+
+def _strip(k: str, own, prefixes) -> str | None:
+    "`k` less as many wrapper `prefixes` as it takes to name a parameter of `own` (None if none does)."
+    while k not in own:
+        p = next((p for p in prefixes if k.startswith(p)), None)
+        if p is None: return None
+        k = k[len(p):]
+    return k
+
+def load_matching(encoder: nn.Module, src, map_location="cpu", prefixes=SEED_PREFIXES) -> dict:
+    "Load a foreign checkpoint (a seed's .pth) into `encoder`: every tensor whose name, less known `prefixes`, and shape match; the rest named."
+    ck = torch.load(src, map_location=map_location, weights_only=True) if isinstance(src, (str, os.PathLike)) else src
+    own, target = portable(encoder).state_dict(), portable(encoder)
+    found, unmatched = {}, []
+    for k, v in _tensor_dict(ck).items():
+        name = _strip(k, own, prefixes)
+        if name is None: unmatched.append(f"{k}: no such parameter")
+        elif tuple(own[name].shape) != tuple(v.shape): unmatched.append(f"{k}: shape {tuple(v.shape)}, the encoder's {tuple(own[name].shape)}")
+        else: found[name] = v
+    target.load_state_dict(found, strict=False)
+    return {"loaded": sorted(found), "unmatched": unmatched, "missing": sorted(set(own) - set(found))}
+
 # %% ../nbs/22_runs.ipynb #a1c0e051
 def load_backbone(path, device="cpu", config=None) -> nn.Module:
     "The encoder saved in a run's `backbone.pt` (or `backbone_step<k>.pt`, `last.pt`, `best.pt`), ready for evaluation."
     from sslmed.encoders import create_encoder
     path = Path(path)
     ck = _safe_load(path)
-    if config is not None: cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config)
-    elif _is_marked(ck) and "config" in ck: cfg = TrainConfig.from_dict(ck["config"], source=str(path))
-    elif (path.parent / "config.yaml").is_file(): cfg = TrainConfig.from_yaml(path.parent / "config.yaml")
+    if config is not None: cfg = config if isinstance(config, TrainConfig) else saved_config(config)
+    elif _is_marked(ck) and "config" in ck: cfg = saved_config(ck["config"], str(path))
+    elif (path.parent / "config.yaml").is_file(): cfg = saved_config(path.parent / "config.yaml")
     else: raise FileNotFoundError(f"{path} is a plain state dict and its run's config.yaml is not beside it: pass config=")
     enc = create_encoder(cfg.encoder, get_domain(cfg.domain).in_chans, **cfg.encoder_kw)
     return load_encoder_weights(enc, ck, name=path).to(device).eval()
@@ -284,7 +353,8 @@ def resume_checkpoint(cfg: TrainConfig, world: int = 1) -> dict | None:
     ck = load_checkpoint(path)
     defaults = {f.name: _default(f) for f in fields(TrainConfig)}
     diff = [k for k in _RESUME_KEYS if ck["config"].get(k, defaults[k]) != getattr(cfg, k)]
-    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's")
+    stage2 = " (to pretrain on new data from this checkpoint, as seed 004's stage 2, start a new run with init_from instead)" if {"dataset", "data"} & set(diff) else ""
+    if diff: raise ConfigError(diff[0], f"cannot resume from {path}: config keys {diff} differ from the checkpoint's{stage2}")
     if ck.get("world", world) != world:  # checkpoints before the key was written: unknown, allowed
         raise ConfigError("procs_per_node", f"cannot resume from {path}: {ck['world']} processes trained it and this run has {world}; "
                                             f"their batches would differ: start it as {ck['world']} processes")
@@ -292,7 +362,8 @@ def resume_checkpoint(cfg: TrainConfig, world: int = 1) -> dict | None:
 
 # %% ../nbs/22_runs.ipynb #a1c0e026
 _RUN_FILES = ("config.yaml", "metrics.csv", "tb", "wandb", "last.pt", "best.pt", "best-*.pt", "backbone.pt", "backbone_step*.pt",
-              "backbone.safetensors", "backbone_step*.safetensors")
+              "backbone.safetensors", "backbone_step*.safetensors",
+              "backbone_last.pt", "backbone_last.safetensors", "epoch-*.pt")
 
 def open_run_dir(cfg: TrainConfig) -> Path:
     "Create `out_dir`, remove stale temp files (and with `overwrite` the old run's files), print what went, write config.yaml."

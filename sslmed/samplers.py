@@ -13,7 +13,7 @@ from .config import ConfigError
 from .data.core import dataset_labels
 
 # %% auto #0
-__all__ = ['ResumableBatches', 'PairBatches', 'study_ids', 'StudyBatches']
+__all__ = ['ResumableBatches', 'describe_dataset', 'check_one_batch', 'PairBatches', 'pair_labels', 'study_ids', 'StudyBatches']
 
 # %% ../nbs/23_samplers.ipynb #504d7914
 class ResumableBatches:
@@ -42,6 +42,21 @@ class ResumableBatches:
         for s in range(start, stop):
             idx = self.indices(s)
             for j in range(accum): yield idx[j * mb:(j + 1) * mb]
+
+# %% ../nbs/23_samplers.ipynb #be7a31ee
+def describe_dataset(ds) -> str:
+    "`ECGPhantom`, or `APTOS (split 'test', 2 items quarantined)`: a dataset named as an error should name it."
+    extra = [f"split {ds.split_name!r}"] if hasattr(ds, "split_name") else []
+    if getattr(ds, "lost", 0): extra.append(f"{ds.lost} item(s) quarantined")
+    return type(ds).__name__ + (f" ({', '.join(extra)})" if extra else "")
+
+def check_one_batch(ds, batch_size: int, accum_steps: int, world: int):
+    "A `ConfigError` (key `batch_size`) if `ds` holds fewer items than one global batch, naming every factor of it."
+    n, need = len(ds), batch_size * accum_steps * world
+    if n < need:
+        raise ConfigError("batch_size", f"dataset {describe_dataset(ds)} has {n} items, fewer than one global batch of "
+                                        f"batch_size {batch_size} × accum_steps {accum_steps} × world size {world} = {need}: "
+                                        "lower batch_size or accum_steps, or give it more data")
 
 # %% ../nbs/23_samplers.ipynb #aa73e474
 class PairBatches(torch.utils.data.Sampler):
@@ -86,6 +101,19 @@ class PairBatches(torch.utils.data.Sampler):
     def __iter__(self): return self.from_step(self.start, self.steps, self.accum)
     def __len__(self) -> int: return (self.steps - self.start) * self.accum
 
+# %% ../nbs/23_samplers.ipynb #9a896562
+def pair_labels(ds, key: str) -> np.ndarray:
+    "The class id of every item of `ds` for `PairBatches`, read from its label table (`ds.labels`): no sample is loaded or decoded."
+    table = getattr(ds, "labels", None)
+    if callable(table): table = table()
+    if not isinstance(table, dict) or any(isinstance(v, str) for v in table.values()):
+        raise ConfigError("sampler", f"config key 'sampler': 'pairs' reads label {key!r} from the dataset's label table; "
+                                     f"{type(ds).__name__} has none (give it a `labels` property: {{label: one value per item}})")
+    y = torch.as_tensor(dataset_labels(ds, key))
+    if len(y) != len(ds): raise ConfigError("sampler", f"{type(ds).__name__}.labels[{key!r}] has {len(y)} values for {len(ds)} items")
+    if y.ndim == 1: return y.long().numpy()
+    return torch.unique(y.reshape(len(y), -1), dim=0, return_inverse=True)[1].numpy()   # one id per multi-hot combination
+
 # %% ../nbs/23_samplers.ipynb #9f43eb92
 def study_ids(ds, dom) -> np.ndarray:
     "The study of each item of `ds`: its `study_ids`, else the domain's `study_key` label; a `ConfigError` when the domain has none."
@@ -104,7 +132,8 @@ class StudyBatches:
         self.seed, self.rank, self.world, self.accum = seed, rank, world, accum
         self.per_epoch = len(self.groups) // (self.k * accum * world)
         if self.per_epoch < 1:
-            raise ValueError(f"{len(self.groups)} studies are fewer than one global batch ({self.k} studies × {accum} micro-batches × {world} processes)")
+            raise ConfigError("batch_size", f"{len(self.groups)} studies are fewer than one global batch of {self.k} studies per micro-batch "
+                                            f"(batch_size {batch_size}) × accum_steps {accum} × world size {world}")
 
     def epoch_of(self, step: int) -> int: return step // self.per_epoch
 

@@ -24,15 +24,16 @@ from .config import recipe as _recipe  # `train`'s --recipe names the domain
 from .runs import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, save_backbone, load_encoder_weights,
                          check_out_dir, resume_checkpoint, open_run_dir, RunLogger, CheckpointError, RunLocked, run_lock,
                          run_contents, same_run, declared_world, launched_world, run_dir)
-from .samplers import ResumableBatches, PairBatches, StudyBatches, study_ids
+from .samplers import ResumableBatches, PairBatches, StudyBatches, study_ids, check_one_batch, pair_labels
 from .optim import build_optimizer, warmup_cosine
 
 # %% auto #0
 __all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'first_host', 'srun_env',
            'make_views', 'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'check_world',
            'requeued_run', 'own_out_dir', 'setup_run', 'start_run', 'next_batch', 'forward_loss', 'backward_micro',
-           'after_step', 'log_step', 'keep_snapshot', 'save_checkpoints', 'save_last', 'finish_run', 'StopSignals',
-           'agreed_stop', 'RunStopped', 'requeue_job', 'stop_run', 'train_step', 'fit', 'ensure_trained', 'train']
+           'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint', 'save_checkpoints', 'save_last', 'finish_run',
+           'StopSignals', 'agreed_stop', 'RunStopped', 'requeue_job', 'stop_run', 'train_step', 'fit', 'ensure_trained',
+           'train']
 
 # %% ../nbs/25_train.ipynb #efb826b3
 def build_dataset(cfg: TrainConfig):
@@ -205,10 +206,12 @@ def restore(ck: dict, r: Run) -> tuple[int, float]:
 def micro_batches(cfg: TrainConfig, ds, start: int, rank: int, world: int, device) -> tuple[typing.Any, typing.Iterator]:
     "The data order and this rank's micro-batches for steps `start … steps-1`, `accum_steps` per step."
     if cfg.sampler == "pairs":
-        labels = as_class_ids(torch.as_tensor(dataset_labels(ds, get_domain(cfg.domain).label_key))).numpy()
+        labels = pair_labels(ds, get_domain(cfg.domain).label_key)   # from the label table: no image decoded
         order = PairBatches(labels, cfg.batch_size, cfg.steps, cfg.seed, rank, world, start, cfg.accum_steps)
     elif cfg.sampler == "study": order = StudyBatches(study_ids(ds, get_domain(cfg.domain)), cfg.batch_size, cfg.seed, rank, world, cfg.accum_steps)
-    else: order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
+    else:
+        check_one_batch(ds, cfg.batch_size, cfg.accum_steps, world)  # the error names batch_size, accum_steps and the world size
+        order = ResumableBatches(len(ds), cfg.batch_size * cfg.accum_steps, cfg.seed, rank, world)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=list(order.from_step(start, cfg.steps, cfg.accum_steps)),
                                          num_workers=cfg.num_workers, pin_memory=device.type == "cuda",  # its own seed,
                                          generator=torch.Generator().manual_seed(_seed(cfg.seed, start, "loader", rank)))  # not a draw of the global RNG
@@ -355,8 +358,16 @@ def keep_snapshot(r: Run, step: int):
     if r.main and r.cfg.keep_every and step % r.cfg.keep_every == 0:
         save_backbone(r.out / f"backbone_step{step}.pt", r.method.backbone())
 
+def keep_checkpoint(r: Run, done: int):
+    "Every `keep_ckpt_every` steps keep the full checkpoint just written as `epoch-<e>.pt` (`epoch-<e>-step<k>.pt` if that epoch has one)."
+    k = r.cfg.keep_ckpt_every
+    if not (r.main and k and done % k == 0): return
+    e = r.order.epoch_of(done - 1)   # the (zero-based) epoch of the step just taken, as Lightning's epoch-XX
+    dst = r.out / f"epoch-{e:02d}.pt"
+    _same_file(r.last, dst if not dst.exists() else r.out / f"epoch-{e:02d}-step{done}.pt")
+
 def save_checkpoints(r: Run, done: int):
-    "A snapshot when due; every `ckpt_every` steps and at the end last.pt, and best.pt when the monitored mean improved."
+    "A snapshot when due; every `ckpt_every` steps and at the end last.pt and backbone_last.pt, best.pt when the monitored mean improved, epoch-<e>.pt when kept."
     cfg = r.cfg
     keep_snapshot(r, done)
     if done % cfg.ckpt_every and done != cfg.steps: return
@@ -375,6 +386,8 @@ def save_last(r: Run, done: int):
                     swa=None if r.swa is None else r.swa.state_dict(), step=done, best=r.best.value, rng=rng_state(),
                     config=asdict(r.cfg), epoch=r.order.epoch_of(done), backbone_prefix=r.backbone_prefix, window=list(r.window),
                     world=r.world, slurm_job=os.environ.get("SLURM_JOB_ID"))
+    save_backbone(r.out / "backbone_last.pt", r.method.backbone())   # the seed's *_backbone_last.pth, during the run (backbone.pt: at the end)
+    keep_checkpoint(r, done)
 
 def finish_run(r: Run) -> dict:
     "Write backbone.pt and backbone.safetensors — the SWA average when kept — and return the run's summary."
@@ -479,6 +492,8 @@ def ensure_trained(cfg: TrainConfig, wait: float = math.inf) -> dict:
         return {**fit(cfg), "reused": False}
 
 # %% ../nbs/25_train.ipynb #21827f09
+from .domain import translate_seed
+
 @call_parse
 def train(recipe: str = None,  # a domain: train with its recipe in recipes/<profile>/<domain>.yaml
           method: str = None,  # with --recipe: the method to train
@@ -492,8 +507,10 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
     if bool(config) == bool(recipe): raise ValueError("sslmed train: give exactly one of --recipe DOMAIN (with --method) or --config FILE")
     if config: cfg = TrainConfig.from_yaml(config, over)
     else:
-        if not method: raise ValueError("sslmed train: --recipe needs --method")
-        if seed_config: over = seed_overrides(yaml.safe_load(open(seed_config)) or {}, get_domain(recipe).seed_keys, seed_config) + over
+        if seed_config:  # the seed's keys translated for the method (which the seed's config may name itself)
+            method, seed_over = translate_seed(recipe, yaml.safe_load(open(seed_config)) or {}, method, seed_config)
+            over = seed_over + over
+        if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = _recipe(recipe, method, profile, over)
     in_store = bool(recipe) and not any(o.split("=", 1)[0].strip() == "out_dir" for o in over)
     if in_store: cfg.out_dir = str(run_dir(cfg, profile))

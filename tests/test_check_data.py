@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sslmed.data.core import DataError
 from sslmed.domain import get_domain
-from sslmed.protocols import check_data, profile_datasets, write_fixtures
+from sslmed.protocols import cell, check_data, profile_datasets, write_fixtures
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -53,13 +53,11 @@ def test_counts_agree_with_an_independent_pass(report, roots):
         dom = get_domain(s["domain"])
         kw = {k: v for k, v in s["kw"].items() if k not in ("on_error", "quarantine", "quarantine_log")}
         ds = dom.datasets[s["dataset"]](root=os.environ[s["env"]], on_error="skip", **kw)
-        ok, labels = 0, []
+        ok, labels = len(ds), []                       # skip mode: the items that fail to load are removed, so len counts the good ones
         for i in range(len(ds)):
-            try: x, lab = ds.load(i)
-            except DataError: continue
-            ok += 1
-            if lab: labels.append(np.asarray(lab.get(dom.label_key, next(iter(lab.values())))))
-        assert (row.items, row.loaded) == (len(ds), ok), (s, row)
+            x, lab = ds[i]                             # every index loads: no bad item is left to stand in for
+            if dom.label_key in lab and np.asarray(lab[dom.label_key]).size <= 64: labels.append(np.asarray(lab[dom.label_key]))
+        assert (row.items, row.loaded) == (len(ds) + ds.lost, ok), (s, row)
         assert row.corrupt == len(bad[(bad.dataset == s["dataset"]) & (bad.args == row.args)])
         if labels and np.stack(labels).ndim == 1:   # class counts add up to the loaded items
             assert sum(int(t.split(":")[1]) for t in row.balance.split()) == ok, row.balance
@@ -70,7 +68,7 @@ def test_corrupt_files_are_named_with_their_field_in_table_and_csv(report):
     summary, bad, out = report
     assert summary.corrupt.sum() == len(bad) > 0          # the fixtures carry corrupt files on purpose
     csv = pd.read_csv(out, dtype=str, keep_default_na=False)
-    assert list(csv.columns) == ["dataset", "args", "path", "field", "reason"]
+    assert list(csv.columns) == ["dataset", "args", "path", "field", "reason", "split"]
     assert len(csv) == len(bad)
     for r in csv.itertuples():
         assert r.field and r.reason, r
@@ -128,7 +126,7 @@ def test_missing_and_empty_roots_are_reported_not_raised(report, fixture_roots, 
             hit = bad[(bad.dataset == row.dataset) & (bad.args == row.args)]
             assert row.error and len(hit) >= 1, row
             assert all(p.startswith(str(tmp_path / "empty")) for p in hit.path), hit
-            assert row.error == f"{hit.field.iloc[-1]}: {hit.reason.iloc[-1]}"
+            assert row.error == cell(f"{hit.field.iloc[-1]}: {hit.reason.iloc[-1]}")
 
 
 def test_cli_prints_the_table_and_fails_on_a_missing_root(fixture_roots, tmp_path, monkeypatch):
@@ -140,3 +138,28 @@ def test_cli_prints_the_table_and_fails_on_a_missing_root(fixture_roots, tmp_pat
     assert "quarantined file(s)" in text and (tmp_path / "q.csv").is_file()
     monkeypatch.delenv(profile_datasets("full")[0]["env"])
     with contextlib.redirect_stdout(io.StringIO()): assert main(["check-data", "--profile", "full", "--out", str(tmp_path / "q.csv"), "--limit", "1"]) == 1
+
+
+def test_every_cell_is_a_summary_and_the_table_a_page_long(report):
+    "No mask or volume is summed into a cell (neuro's 128³ masks were once 4.2 million characters): each cell is one short line."
+    summary, bad, _ = report
+    for col in summary.columns.drop("args"):   # args (the reader's arguments, the key into the CSV) is not printed
+        for v in summary[col]:
+            assert len(str(v)) <= 160 and "\n" not in str(v), (col, str(v)[:200])
+    neuro = summary[summary.dataset == "neuro_studies"]
+    assert len(neuro) and all(b == "unlabelled" or b.count(" ") < 20 for b in neuro.balance), neuro.balance.tolist()
+    text = summary.drop(columns="args").to_markdown(index=False)
+    assert len(text.splitlines()) == len(summary) + 2 and max(map(len, text.splitlines())) < 400   # a row per dataset, each one line
+
+
+def test_quarantine_says_how_many_items_each_split_lost(report):
+    "Every quarantined record carries the split that lost it; the summary's `lost` column counts them per split."
+    summary, bad, _ = report
+    for row in summary.itertuples():
+        hit = bad[(bad.dataset == row.dataset) & (bad.args == row.args)]
+        want = " ".join(f"{k or '-'}:{v}" for k, v in hit.split.fillna("").value_counts(sort=False).items())
+        assert sorted(row.lost.split()) == sorted(want.split()), (row.dataset, row.lost, want)
+        if not row.error: assert row.corrupt == len(hit)
+    split = {r.args: __import__("json").loads(r.args).get("split") for r in summary.itertuples()}
+    named = bad[bad.args.map(split).notna()]
+    assert len(named) and (named.split == named.args.map(split)).all(), named[["dataset", "split", "args"]]

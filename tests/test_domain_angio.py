@@ -192,7 +192,10 @@ def test_full_profile_pretrains_on_every_training_frame_and_evaluates_both_class
         warnings.simplefilter("ignore")
         pre = build_dataset(cfg)
         xs = torch.stack([pre[k][0] for k in range(len(pre))])
-    assert len(pre) == 2 * (3 + 3) + 2 and xs.shape[1:] == (1, cfg.data["size"], cfg.data["size"])
+    # every frame of train and val in both subsets, and extra/, less the corrupt syntax/val one: removed, not replaced
+    assert len(pre) == 2 * (3 + 3) + 2 - 1 and xs.shape[1:] == (1, cfg.data["size"], cfg.data["size"])
+    assert len({x.numpy().tobytes() for x in xs}) == len(pre)  # no frame twice
+    assert [(Path(r.path).name, r.split) for r in pre.quarantine] == [("3.png", "pretrain")]
     assert not any("test" in p.parts for p in pre.items)
     monkeypatch.setenv("SSLMED_DATA_ARCADE", str(root))
     tr, te = eval_datasets("angio", "full")
@@ -239,7 +242,7 @@ def test_seed_yaml_translates_to_the_recipe_defaults():
     dom = get_domain("angio")
     seed = yaml.safe_load(SEED_YAML)
     over = seed_overrides(seed, dom.seed_keys, "lejepa_config.yaml")
-    assert len(over) == 10
+    assert len(over) == 13   # num_views: V global views and no local ones, for the views and LeJEPA; epochs: steps and warmup
     cfg, ref = recipe("angio", "lejepa", "full", over), recipe("angio", "lejepa", "full")
     a, b = dataclasses.asdict(cfg), dataclasses.asdict(ref)
     changed = {k for k in a if a[k] != b[k]}
@@ -323,3 +326,29 @@ def test_backbone_loads_with_the_seed_snippet_verbatim_and_gives_the_encoders_fe
     assert backbone.num_features == enc.embed_dim == 384
     for m in ("sigreg_jepa", "ema_jepa"):   # methods that train patch tokens only are probed on their mean, not the class token
         assert jepa_kw[m] == {**cfg.encoder_kw, "pool": "mean"}
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    "A PNG whose header claims a `width` × `height` grey frame, every chunk CRC right: a decompression bomb to PIL."
+    import struct, zlib
+    def chunk(kind, data): return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decode_a_decompression_bomb_is_quarantined_on_both_paths(arc):
+    "A frame header claiming 30,000² px: PIL's DecompressionBombError becomes the frame's DataError, quarantined under skip."
+    victim = arc / "stenosis" / "train" / "images" / "1.png"
+    victim.write_bytes(_bomb_png(30000, 30000))
+    edit(arc, "stenosis", "train", lambda c: c["images"][0].update(width=30000, height=30000))
+    raises(lambda: ARCADE(arc), "stenosis/train/images/1.png", "image", "cannot decode (DecompressionBombError")
+    q = Quarantine()
+    ds, got = reads(arc, on_error="skip", quarantine=q)                      # the labelled path
+    assert [it["path"].name for it in ds.items] == ["2.png", "3.png"] and len(got) == 2
+    assert [(Path(r.path).name, r.field, r.split) for r in q] == [("1.png", "image", "train")] and q.lost() == {"train": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frames = ARCADE.unlabeled(arc, splits=("train",), subsets=("stenosis",), extra=None, on_error="skip")
+        assert [p.name for p in frames.items] == ["2.png", "3.png"]           # the unlabelled path, removed likewise
+    assert [(Path(r.path).name, r.field) for r in frames.quarantine] == [("1.png", "image")]
+    assert "DecompressionBombError" in frames.quarantine[0].reason

@@ -69,6 +69,10 @@ def all_unknown(r, b):
     st = pd.read_csv(r / "scp_statements.csv", index_col=0); st.index = [f"Z{c}" for c in st.index]; st.to_csv(r / "scp_statements.csv")
 def dup_statement(r, b):
     f = r / "scp_statements.csv"; lines = f.read_text().splitlines(keepends=True); f.write_text("".join(lines + lines[3:4]))
+def _statements(r, fn):
+    f = r / "scp_statements.csv"; fn(pd.read_csv(f, index_col=0)).to_csv(f)
+def no_hyp(r, b): _statements(r, lambda st: st.drop(index="LVH"))          # the file lists four of the five superclasses
+def extra_rhythm(r, b): _statements(r, lambda st: pd.concat([st, st.loc[["SR"]].rename(index={"SR": "WPW"})]))
 def gain0(r, b): edit_header(r, 1, "1000.0(0)/mV", "0(0)/mV")
 def gain_neg(r, b): edit_header(r, 1, "1000.0(0)/mV", "-1000.0(0)/mV")
 def volts(r, b): edit_header(r, 1, "/mV", "/V")
@@ -92,8 +96,14 @@ CASES = [
     ("ecg_id not an integer", bad_id, INIT, "field 'ecg_id': row ecg_id='x8': label 'x8' is not a number"),
     ("likelihood NaN", lik_nan, INIT, "field 'scp_codes': ecg_id=3: cannot parse"),
     ("likelihood negative", lik_nan2, INIT, "field 'scp_codes': ecg_id=3: likelihoods must lie in 0..100"),
-    ("no rhythm statement in the vocabulary", no_rhythm_vocab, INIT, "scp_statements.csv: field 'rhythm': no statement belongs to task 'rhythm'"),
+    ("no rhythm statement in the vocabulary", no_rhythm_vocab, INIT, "scp_statements.csv: field 'rhythm': task 'rhythm' has the fixed classes ['AFIB', 'AFLT', 'BIGU', 'PACE', 'PSVT', "
+     "'SARRH', 'SBRAD', 'SR', 'STACH', 'SVARR', 'SVTAC', 'TRIGU']; this file lacks ['AFIB', 'AFLT', 'BIGU', 'PACE', 'PSVT', "
+     "'SARRH', 'SBRAD', 'SR', 'STACH', 'SVARR', 'SVTAC', 'TRIGU']"),
     ("vocabulary matches no record", vocab_matches_nothing, "form", "scp_statements.csv: field 'form': task 'form': the statements give none"),
+    ("a superclass missing from the statements", no_hyp, INIT, "scp_statements.csv: field 'diagnostic_class': task 'superdiagnostic' "
+     "has the fixed classes ['CD', 'HYP', 'MI', 'NORM', 'STTC']; this file lacks ['HYP'], so a 5-way head could not be trained or read from it"),
+    ("a rhythm statement the task does not have", extra_rhythm, "rhythm", "scp_statements.csv: field 'rhythm': task 'rhythm' has the "
+     "fixed classes ['AFIB', 'AFLT', 'BIGU', 'PACE', 'PSVT', 'SARRH', 'SBRAD', 'SR', 'STACH', 'SVARR', 'SVTAC', 'TRIGU']; this file adds ['WPW']"),
     ("a statement defined twice", dup_statement, INIT, "scp_statements.csv: field 'scp_code': 1 value(s) repeat"),
     ("every code unknown", all_unknown, INIT, "field 'scp_codes': ecg_id=1: unknown SCP code(s)"),
     ("ADC gain 0", gain0, ITEM, "00001_lr.hea: field 'adc_gain': ADC gain must be > 0"),
@@ -124,8 +134,9 @@ def test_skip_quarantines_both_copies_of_a_repeated_record_and_nothing_else(base
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = E.PTBXL(r, "all", on_error="skip")
-    assert 1 not in set(ds.frame.ecg_id) and len(ds) == 10          # 12 records, one without statements, ecg_id 1 gone
-    assert [(Path(q.path).name, q.field) for q in ds.quarantine] == [("ptbxl_database.csv", "ecg_id")]
+    # 12 records, one without statements, ecg_id 1 gone (both copies), and ecg_id 7 (the fixture's NaN lead) removed once read
+    assert 1 not in set(ds.frame.ecg_id) and len(ds) == 9 and [r["ecg_id"] for r in ds.items] == [2, 3, 4, 5, 6, 8, 9, 10, 12]
+    assert [(Path(q.path).name, q.field) for q in ds.quarantine] == [("ptbxl_database.csv", "ecg_id"), ("00007_lr.dat", "signal")]
 
 
 def test_all_rows_bad_under_skip_is_an_error_not_an_empty_dataset(base, tmp_path):
@@ -398,5 +409,44 @@ def test_parity_table_matches_the_full_recipe():
             if same == "same" and seed.startswith("finetune metric"): assert re.findall(r"`([^`]+)`", seed) == names
             checked += 1
     keys = {re.fullmatch(r"`([\w.]+)`", r[2]).group(1) for r in rows if re.fullmatch(r"`([\w.]+)`", r[2])}
-    assert set(get_domain("ecg").seed_keys.values()) <= keys            # every translated seed key has its row
+    translated = {o.split("=", 1)[0] for o in seed_overrides(SEED_001, get_domain("ecg").seed_keys)}
+    assert translated <= keys and len(translated) == 8                  # every translated seed key has its row
     assert checked >= 30, checked
+
+
+def test_domain_tasks_have_the_fixed_vocabularies():
+    "The reader's fixed class lists are the sizes of the heads the domain declares for PTB-XL (and MIMIC, evaluated on it)."
+    for ds in ("ptbxl", "mimic_ecg"):
+        tasks = E.ECG_REAL_TASKS[ds]
+        assert {k: tasks[k].n_classes for k in E.PTBXL_LABELS} == {k: len(E.PTBXL_VOCABULARY[t]) for k, t in E.PTBXL_LABELS.items()}
+
+
+def test_vocabulary_missing_in_the_file_is_refused_by_check_data(base, tmp_path, monkeypatch):
+    "check-data opens PTB-XL as the full recipe does, before any training: the row names the file's field and missing label."
+    from sslmed.protocols import check_data, profile_datasets
+    r = copy(base, tmp_path); no_hyp(r, base)
+    monkeypatch.setenv("SSLMED_DATA_PTBXL", str(r))
+    summary, bad = check_data("full", tmp_path / "q.csv")
+    rows = summary[summary.dataset == "ptbxl"]
+    assert len(rows) >= 1 and all(rows.error.str.startswith("diagnostic_class: task 'superdiagnostic' has the fixed classes "
+                                                             "['CD', 'HYP', 'MI', 'NORM', 'STTC']; this file lacks ['HYP']"))
+    hit = bad[bad.dataset == "ptbxl"]
+    assert set(hit.path) == {str(r / "scp_statements.csv")} and set(hit.field) == {"diagnostic_class"}
+
+
+def test_mimic_npy_gets_the_wfdb_paths_physical_range(base, tmp_path):
+    "One range per signal: a 25 mV sample is refused by the WFDB reader and by the .npy reader with the same reason."
+    sig = base[1][(2, 100)].copy(); sig[8, 300] = 25.0
+    r = copy(base, tmp_path); E._write_wfdb(r / E100.format(2), sig, 100, E.STANDARD_LEADS)
+    with pytest.raises(DataError) as wf: E.read_wfdb(r / E100.format(2), 100, 1000)
+    a = np.zeros((3, 12, 5000), np.float16); a[1, :, :1000] = sig; a[2, 4, 10] = 60000.0
+    np.save(tmp_path / "m.npy", a)
+    ds = E.MIMICECG(tmp_path / "m.npy")
+    with pytest.raises(DataError) as npy: ds[1]
+    assert (npy.value.file, npy.value.field) == (str(tmp_path / "m.npy"), "signal[1]") and npy.value.reason == wf.value.reason
+    assert wf.value.reason == "1 samples beyond ±20 mV (first in lead V3: 25.0 mV): saturated, mis-scaled or corrupt"
+    with pytest.raises(DataError, match=r"m.npy: field 'signal\[2\]': 1 samples beyond ±20 mV \(first in lead AVL: 60000.0 mV\)"): ds[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skip = E.MIMICECG(tmp_path / "m.npy", on_error="skip")
+    assert len(skip) == 1 and skip.items.tolist() == [0] and [q.field for q in skip.quarantine] == ["signal[1]", "signal[2]"]

@@ -97,7 +97,8 @@ def test_corrupt_jpeg_is_quarantined(fixtures, tmp_path):
         warnings.simplefilter("ignore")
         ds = APTOS(fixtures[0] / "aptos", "all", size=48, on_error="skip", quarantine_log=log)
         xs = torch.stack([ds[k][0] for k in range(len(ds))])
-    assert xs.shape == (20, 3, 48, 48) and torch.isfinite(xs).all()
+    assert xs.shape == (19, 3, 48, 48) and torch.isfinite(xs).all()   # 20 listed, the truncated JPEG removed
+    assert len({x.numpy().tobytes() for x in xs}) == 19                # no image twice (no neighbour stands in)
     bad = [Path(r.path).name for r in ds.quarantine]
     assert len(bad) == 1 and bad[0].endswith(".jpeg") and [r.field for r in ds.quarantine] == ["image"]
     assert pd.read_csv(log).path.map(lambda p: Path(p).name).tolist() == bad
@@ -236,3 +237,29 @@ def test_recipes_load_and_eval_data_is_deterministic():
     for m in y["methods"]: recipe("fundus", m, "full")
     assert not recipe("fundus", "random", "full").data.get("random_crop")
     assert all(recipe("fundus", m, "full").data.get("random_crop") for m in y["methods"] if m != "random")
+
+
+def test_empty_split_names_the_split_its_size_and_why(fixtures, tmp_path):
+    "Ten images, two per grade: 20 % of two rounds to none in every grade, so APTOS's test split is empty, and says so."
+    r = clone(fixtures, tmp_path, "aptos")
+    edit_csv(r / "train.csv", lambda df: df.groupby("diagnosis").head(2))
+    with pytest.raises(DataError) as e: APTOS(r, "test")
+    assert e.value.file == str(r / "train.csv") and e.value.field == "split"
+    assert e.value.reason == ("split 'test' is empty (0 of 10 graded images): the stratified split (val_frac=0.1, test_frac=0.2, "
+                              "per grade) gives it none of any grade; images per grade {0: 2, 1: 2, 2: 2, 3: 2, 4: 2}. "
+                              "Use more images, larger fractions, or split='all'")
+    assert len(APTOS(r, "train")) + len(APTOS(r, "val")) == len(APTOS(r, "all")) == 10   # the other splits read as before
+    f = clone(fixtures, tmp_path, "aptos_folders")
+    for p in (f / "test").rglob("*.*"): p.unlink()
+    with pytest.raises(DataError, match=r"aptos_folders/test: field 'split': split 'test' is empty: test/0…4 hold no image"): APTOS(f, "test")
+
+
+def test_pair_sampler_reads_eyepacs_grades_without_decoding(tmp_path):
+    "The pair sampler's class ids come from EyePACS' label table: a reader whose decoding raises is never decoded."
+    from pathlib import Path
+    from sslmed.domains.fundus import EyePACS, make_eyepacs_fixture
+    from sslmed.samplers import pair_labels
+    grades = make_eyepacs_fixture(tmp_path / "eyepacs", n=10, seed=0)
+    ds = EyePACS(tmp_path / "eyepacs", split="train")
+    ds.photo = lambda path: (_ for _ in ()).throw(RuntimeError(f"decoded {path}"))
+    assert pair_labels(ds, "grade").tolist() == [grades[("train", Path(it["path"]).stem)] for it in ds.items]

@@ -3,7 +3,7 @@ import json, os, re, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest, torch, yaml
 from sslmed.data.core import DataError, DataWarning, Quarantine
-from sslmed.domain import Fixed, Ignored, flatten_keys, get_domain
+from sslmed.domain import Derived, Fixed, Ignored, flatten_keys, get_domain
 from sslmed.config import recipe
 from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, head_phantom, write_dicom_series, write_nifti,
                                   write_neuro_fixture, read_dicom_series, neuro_seed_overrides)
@@ -120,6 +120,49 @@ def test_skip_quarantines_bad_series_and_keeps_good_ones(fixture_root, tmp_path)
         warnings.simplefilter("ignore", DataWarning)
         xs = [ds[i][0] for i in range(len(ds))]
     assert [x.field for x in q] == ["RescaleSlope"] and all(x.shape == (1, 32, 32, 32) for x in xs)
+    # the bad series is removed, not replaced by its neighbour: the length counts good series, no series appears twice
+    strict = NeuroStudies(root, **SMALL)
+    assert len(ds) == len(strict) - 1 and [it["path"] for it in ds.items] == [it["path"] for it in strict.items if it["path"].name != "T2_AX"]
+    at = {it["path"]: k for k, it in enumerate(strict.items)}
+    assert all(torch.equal(x, strict[at[it["path"]]][0]) for x, it in zip(xs, ds.items)) and q.lost() == {"all": 1}  # each its own volume
+
+
+def _ball_on_grid(affine, shape=(64, 64, 20), centre=(3.0, -4.0, 5.0), radius=10.0) -> np.ndarray:
+    "A ball (1000 HU inside, -1000 outside) of `radius` mm at world `centre`, sampled at the voxel centres of `affine`."
+    ijk = np.stack(np.meshgrid(*map(np.arange, shape), indexing="ij")).reshape(3, -1)
+    world = affine[:3, :3] @ ijk + affine[:3, 3:]
+    inside = np.linalg.norm(world - np.array(centre)[:, None], axis=0) < radius
+    return np.where(inside, 1000.0, -1000.0).reshape(shape).astype(np.float32)
+
+
+def test_a_gantry_tilt_is_resampled_not_distorted(tmp_path):
+    "A ball on a grid tilted 20°: as DICOM (the tilt in the slice positions) it comes back upright; read_nifti refuses the NIfTI."
+    from sslmed.domains.neuro import read_nifti
+    t = np.tan(np.deg2rad(20))
+    k, r, c = np.meshgrid(np.arange(20), np.arange(64), np.arange(64), indexing="ij")
+    hu = np.where((c - 32 - 3.0) ** 2 + (r - 32 + 2 * t * k + 4.0) ** 2 + (2.0 * k - 20 - 5.0) ** 2 < 100, 1000.0, -1000.0)
+    files = write_dicom_series(tmp_path / "r" / "tilt" / "ax", hu, spacing=(2.0, 1.0, 1.0), origin=(-32, -32, -20))
+    for f in files:                                           # slice k sits 2·tan(20°)·k mm further along y, as a tilted gantry puts it
+        d = pydicom.dcmread(f); p = [float(v) for v in d.ImagePositionPatient]
+        d.ImagePositionPatient = [p[0], p[1] + (p[2] + 20) * t, p[2]]; d.save_as(f)
+    x = NeuroStudies(tmp_path / "r", spacing=(2, 1, 1), max_crop_size=(2, 4, 4), patch_size=16)[0][0][0].numpy()
+    z, y, _ = np.nonzero(x > 0)
+    assert z.max() - z.min() + 1 == 10
+    rows = np.array([y[z == q].mean() for q in np.unique(z)])
+    assert np.ptp(rows) < 1.0, rows          # before: the normal's component only, and the ball drifted 6.7 voxels over its slices
+    A = np.array([[1, 0, 0, -32], [0, 1, 2 * t, -32], [0, 0, 2, -20], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(_ball_on_grid(A), A), tmp_path / "tilt.nii.gz")
+    raises(lambda: read_nifti(tmp_path / "tilt.nii.gz"), "tilt.nii.gz: field 'affine'", "sheared voxel axes (a gantry tilt)")
+
+
+def test_zero_pixdim_without_sform_or_qform_is_refused_from_the_raw_header(tmp_path):
+    "nibabel mends pixdim 0 to 1 mm on load; the stored header says 0, and the file is refused naming the field."
+    img = nib.Nifti1Image(_ball_on_grid(np.diag([1.0, 1, 2, 1])), None)
+    img.header["pixdim"][1:4] = [1.0, 0.0, 2.0]; img.header.set_sform(None, 0); img.header.set_qform(None, 0)
+    (tmp_path / "r" / "s").mkdir(parents=True); f = tmp_path / "r" / "s" / "ct.nii.gz"; nib.save(img, f)
+    e = raises(lambda: NeuroStudies(tmp_path / "r", **SMALL)[0], f"{f}: field 'pixdim'")
+    assert e.reason == ("voxel sizes [1.0, 0.0, 2.0] mm as stored (sform_code 0, qform_code 0: the affine is built from them): "
+                        "zero or missing; nibabel would read 1 mm, so the file is refused")
 
 # --- property: seeded random corruption of fixture files ------------------------------------------------------------
 
@@ -167,13 +210,29 @@ def test_parity_table_matches_the_full_recipe_and_the_seed_keys():
         if r["parity"] == "different": assert r["why"], r
         if r["seed_key"] in NEURO_SEED_KEYS:
             t = NEURO_SEED_KEYS[r["seed_key"]]
-            if isinstance(t, Fixed) and t.value is None: assert r["parity"] == "different", r   # refused; the row names the key to set
+            if refused(r): assert r["parity"] == "different", r     # refused with its reason: never "same"
+            elif isinstance(t, Fixed) and t.value is None: assert r["parity"] == "different", r   # refused; the row names the key to set
+            elif isinstance(t, Derived):   # translated with other keys: the row's key is among what its value translates to
+                if r["key"] != "—": assert r["key"] in translated_keys(r), r
             else: assert first_key(t) == (None if r["key"] == "—" else r["key"]), r
         if r["key"] != "—" and r["value"] != "—":
             assert flat[r["key"]] == yaml.safe_load(r["value"]), (r, flat[r["key"]])
         if r["parity"] == "same" and r["seed_key"] in NEURO_SEED_KEYS and r["value"] != "—" and r["seed"] != "(open)":
             got = dict(o.split("=", 1) for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])})))
             assert yaml.safe_load(got[r["key"]]) == flat[r["key"]], r
+
+def refused(r) -> bool:
+    "Whether the row's seed value is refused by the translation (an error naming the key)."
+    if r["seed"] == "(open)": return False
+    try: translated_keys(r)
+    except ValueError as e:
+        assert r["seed_key"] in str(e), e
+        return True
+    return False
+
+def translated_keys(r) -> list:
+    "The sslmed keys a row's seed value translates to."
+    return [o.split("=", 1)[0] for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])}))]
 
 def first_key(t):
     "The sslmed key a seed key translates to first (None: fixed or ignored)."

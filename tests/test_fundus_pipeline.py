@@ -91,3 +91,39 @@ def test_full_recipe_triplet_is_seed_002():
     assert (t.sampler, t.batch_size, t.accum_steps, t.optimizer, t.lr, t.momentum) == ("pairs", 256, 1, "sgd", 0.01, 0.9)
     v = recipe("fundus", "vicreg", "full")
     assert (v.batch_size * v.accum_steps, v.lr, v.weight_decay, v.optimizer) == (2048, 0.003, 1e-4, "lars")
+
+def test_messidor2_is_an_external_test_set_of_the_full_profile(tmp_path, monkeypatch):
+    "The full profile names Messidor-2 (dataset specs, roots) and scores each APTOS-trained probe on it: its own T1 column."
+    import shutil
+    from sslmed.domain import get_domain
+    from sslmed.protocols import evaluate, profile_datasets, mean_sd_table, external_datasets
+    from sslmed.domains.fundus import Messidor2
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    dom = get_domain("fundus")
+    for name in ("aptos", "messidor2"):
+        dom.fixtures[name](tmp_path / name, seed=0)
+        monkeypatch.setenv(f"SSLMED_DATA_{name.upper()}", str(tmp_path / name))
+    assert ("messidor2", "eval external") in {(s["dataset"], s["role"]) for s in profile_datasets("full", tmp_path)}
+    assert list(external_datasets("fundus", "full", tmp_path)) == ["messidor2"] and external_datasets("fundus", "smoke", tmp_path) == {}
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit(recipe("fundus", "random", "smoke", [*TINY, f"out_dir={run}"]))
+        rows = evaluate(run, "full", root=tmp_path, probes=("linear", "knn"))
+    ext = rows[rows.label == "grade@messidor2"]
+    n_gradable = len(Messidor2(tmp_path / "messidor2"))
+    assert sorted(ext.probe) == ["knn", "linear"] and (ext.n_test == n_gradable).all(), ext
+    assert (ext.n_train == rows[rows.label == "grade"].n_train.iloc[0]).all()    # the probes of the APTOS train split
+    assert ext.kappa.notna().all()
+    table = mean_sd_table(rows.assign(seed=0))
+    assert any("grade@messidor2" in str(c) for c in table.columns), table.columns
+
+def test_finetuning_augments_by_default_as_the_seed(runs):
+    "Fundus fine-tuning uses FundusFinetuneAug unless told otherwise: the default equals passing it, and differs from augment=False."
+    kw = dict(epochs=1, lr=1e-3, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default, explicit, off = (finetune_selective(runs["vicreg"], "grade", "smoke", augment=a, **kw)[1]
+                                  for a in (None, FundusFinetuneAug(), False))
+    assert default.temperature == explicit.temperature and default.table.equals(explicit.table)
+    assert default.temperature != off.temperature

@@ -97,3 +97,21 @@ def test_neuro_evaluation_scores_studies_with_mil_in_both_modes(tmp_path):
     for _, row in r.iterrows():
         assert len(row.y) == n_test_studies and row.probs.shape == (n_test_studies, 3)
         assert row.auroc == pytest.approx(roc_auc_score(row.y, row.probs, average="macro"))
+
+@pytest.mark.parametrize("patch", [[16, 8, 8], [4, 16, 16]])
+def test_seed_004_token_size_is_an_encoder_option(patch, tmp_path):
+    "Seed 004's tokens hold 1,024 voxels ('Tokenized Images [N, 1024]'): an anisotropic encoder_kw.patch_size gives them, and trains."
+    import math, warnings
+    from sslmed.config import recipe as _recipe
+    from sslmed.encoders import create_encoder
+    from sslmed.train import fit as _fit
+    assert math.prod(patch) == 1024
+    enc = create_encoder("vit3d_tiny", 1, img_size=32, patch_size=patch, depth=1)
+    assert enc.patch_embed.kernel_size == tuple(patch) and enc.patch_embed.weight[0].numel() == 1024
+    assert enc.grid_size((1, 1, 32, 32, 32)) == tuple(32 // p for p in patch)
+    cfg = _recipe("neuro", "ema_jepa", "smoke", ["steps=2", f"encoder_kw.patch_size={patch}", "progress=false", "data.n=16",
+                                                 "batch_size=4", "views.remove_background=true", "method_kw.remove_background=true",
+                                                 "method_kw.patch_drop_rate=0.1", f"out_dir={tmp_path / 'run'}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert math.isfinite(_fit(cfg)["best"])

@@ -31,7 +31,7 @@ def test_a_new_run_refuses_a_folder_with_results_and_touches_nothing(tmp_path):
     out = tmp_path / "run"
     fit(cfg(out))
     before = tree(out)
-    with pytest.raises(FileExistsError, match=rf"out_dir {out} is not empty: it holds backbone.pt, backbone.safetensors, best-loss.pt, best.pt, config.yaml"):
+    with pytest.raises(FileExistsError, match=rf"out_dir {out} is not empty: it holds backbone.pt, backbone.safetensors, backbone_last.pt, backbone_last.safetensors, best-loss.pt, best.pt, config.yaml"):
         fit(cfg(out, steps=6, lr=5e-3))
     r = cli(out, "steps=6")  # the command line says the same, and also changes nothing
     assert r.returncode != 0 and "is not empty" in r.stderr and "overwrite: true" in r.stderr, r.stderr[-1500:]
@@ -43,7 +43,7 @@ def test_overwrite_replaces_the_old_run_and_keeps_foreign_files(tmp_path):
     (out / "notes.txt").write_text("mine")
     fit(cfg(out, steps=2, overwrite=True))
     held = sorted(p.name for p in out.iterdir())
-    assert held == [".run.lock", "backbone.pt", "backbone.safetensors", "best-loss.pt", "best.pt", "config.yaml", "last.pt", "metrics.csv", "notes.txt", "tb"], held
+    assert held == [".run.lock", "backbone.pt", "backbone.safetensors", "backbone_last.pt", "backbone_last.safetensors", "best-loss.pt", "best.pt", "config.yaml", "last.pt", "metrics.csv", "notes.txt", "tb"], held
     assert list(pd.read_csv(out / "metrics.csv").step) == [1, 2] and load_checkpoint(out / "last.pt")["step"] == 2
     assert len(list((out / "tb").iterdir())) == 1  # the old run's event file went with it
 

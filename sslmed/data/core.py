@@ -6,12 +6,13 @@ Docs: https://sslmed.github.io/sslmed/data.html.md"""
 
 # %% ../../nbs/08_data.ipynb #83ec1d4c
 from __future__ import annotations
-import csv, hashlib, io, json, os, re, warnings, zlib
+import csv, hashlib, io, json, os, random, re, warnings, zlib
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -122,9 +123,10 @@ class QuarantineRecord(NamedTuple):
     path: str
     field: str
     reason: str
+    split: str = ""  # the split that lost the item ("" where none applies)
 
 class Quarantine(list):
-    "Records `(path, field, reason)` of skipped items; optionally appended to the CSV `log` as they come."
+    "Records `(path, field, reason, split)` of skipped items; optionally appended to the CSV `log` as they come."
     columns = QuarantineRecord._fields
     def __init__(self, records=(), log=None):
         super().__init__(QuarantineRecord(*r) for r in records)
@@ -133,14 +135,20 @@ class Quarantine(list):
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log, "a", newline="") as f: csv.writer(f).writerow(self.columns)
 
-    def add(self, err: DataError, warn: bool = True) -> QuarantineRecord:
-        "Record a skipped item (and announce it with a `DataWarning`)."
-        rec = QuarantineRecord(err.file, err.field, err.reason)
+    def add(self, err: DataError, warn: bool = True, split: str = "") -> QuarantineRecord:
+        "Record a skipped item of `split` (and announce it with a `DataWarning`)."
+        rec = QuarantineRecord(err.file, err.field, err.reason, str(split or ""))
         self.append(rec)
         if self.log is not None:
             with open(self.log, "a", newline="") as f: csv.writer(f).writerow(rec)
-        if warn: warnings.warn(f"skipped: {err}", DataWarning, stacklevel=3)
+        if warn: warnings.warn(f"skipped{f' from split {split!r}' if split else ''}: {err}", DataWarning, stacklevel=3)
         return rec
+
+    def lost(self) -> dict[str, int]:
+        "How many items each split lost: `{split: count}` ('' for records without a split)."
+        out = {}
+        for r in self: out[r.split] = out.get(r.split, 0) + 1
+        return out
 
     def to_frame(self) -> pd.DataFrame: return pd.DataFrame(list(self), columns=list(self.columns))
     def to_csv(self, path) -> Path:
@@ -149,19 +157,21 @@ class Quarantine(list):
     @classmethod
     def read_csv(cls, path) -> "Quarantine":
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if "split" not in df.columns: df["split"] = ""  # written before splits were recorded
         return cls(df[list(cls.columns)].itertuples(index=False, name=None))
 
-def handle_error(err: DataError, on_error: str, quarantine: Quarantine | None):
-    "Raise `err` (`on_error='raise'`), or record it in `quarantine` (`'skip'`)."
+def handle_error(err: DataError, on_error: str, quarantine: Quarantine | None, split: str = ""):
+    "Raise `err` (`on_error='raise'`), or record it in `quarantine` (`'skip'`) as lost by `split`."
     if on_error == "raise" or quarantine is None: raise err
-    quarantine.add(err)
+    quarantine.add(err, split=split)
 
-def keep_valid(items: Iterable, check: Callable, on_error: str = "raise", quarantine: Quarantine | None = None) -> list:
+def keep_valid(items: Iterable, check: Callable, on_error: str = "raise", quarantine: Quarantine | None = None,
+               split: str = "") -> list:
     "`check(item)` for every item, keeping the results; items whose check raises `DataError` are raised or quarantined."
     out = []
     for it in items:
         try: out.append(check(it))
-        except DataError as e: handle_error(e, on_error, quarantine)
+        except DataError as e: handle_error(e, on_error, quarantine, split)
     return out
 
 # %% ../../nbs/08_data.ipynb #8c5a89a7
@@ -207,7 +217,7 @@ def read_image(path, mode: str = "RGB") -> np.ndarray:
             if im.mode not in _SIXTEEN_BIT: return np.asarray(im.convert(mode))
             arr = np.asarray(im)
     except FileNotFoundError: raise DataError(path, "image", "file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, struct.error, EOFError, ...
         raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
     if arr.size and (arr.min() < 0 or arr.max() > 65535):  # 32-bit integer images: only 16-bit content is an image
         raise DataError(path, "pixel values", f"{arr.min()}..{arr.max()} lie outside the 16-bit range 0..65535")
@@ -242,28 +252,31 @@ def dataset_labels(dataset, key: str, max_items: int | None = None) -> np.ndarra
 
 # %% ../../nbs/08_data.ipynb #be0d19d5
 class ReaderDataset(Dataset):
-    "Map-style dataset over `self.items` with `on_error='raise'|'skip'` for items that fail to load."
+    "Map-style dataset over `self.items` with `on_error='raise'|'skip'`; under skip an item that fails to load is removed."
     def __init__(self, on_error: str = "raise", quarantine: Quarantine | None = None):
         self.on_error = check_on_error(on_error)
         self.quarantine = quarantine if quarantine is not None else Quarantine()
-        self.items, self._bad = [], set()
+        self._items, self._settled, self._scanning, self.lost = [], True, False, 0
+
+    @property
+    def items(self):
+        "The items; under skip, the first look loads each once and removes those that fail (`settle`)."
+        if not (self._settled or self._scanning): self.settle()
+        return self._items
+
+    @items.setter
+    def items(self, v): self._items, self._settled = v, self.on_error == "raise"
+
+    @property
+    def split_name(self) -> str: return str(getattr(self, "split", None) or "all")
 
     def __len__(self) -> int: return len(self.items)
     def load(self, i: int): raise NotImplementedError
 
     def __getitem__(self, i: int):
-        n = len(self)
+        n = len(self)  # settles: under skip, no index ever points at a quarantined item
         if not -n <= i < n: raise IndexError(f"index {i} out of range for {type(self).__name__} of length {n}")
-        i %= n
-        for k in range(n):
-            j = (i + k) % n
-            if j in self._bad: continue
-            try: return self.load(j)
-            except DataError as e:
-                if self.on_error == "raise": raise
-                self._bad.add(j)
-                self.quarantine.add(e)
-        raise DataError(getattr(self, "root", type(self).__name__), "items", f"all {n} items failed to load; see the quarantine")
+        return self.load(i % n)
 
     def fingerprint(self) -> str:
         "A digest of what this dataset reads: every item's fields, each file by its bytes (SHA-256), and its settings."
@@ -273,15 +286,52 @@ class ReaderDataset(Dataset):
             if isinstance(v, (list, tuple)): return [part(u) for u in v]
             if isinstance(v, dict): return {str(k): part(u) for k, u in sorted(v.items(), key=lambda kv: str(kv[0]))}
             return repr(v)
+        items = self.items
         # object addresses (a transform, a cache object) differ in every process: the key must not
         settings = {k: re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v)) for k, v in sorted(vars(self).items())
-                    if k not in ("items", "_bad", "quarantine")}
-        blob = json.dumps({"type": type(self).__name__, "settings": settings, "items": [part(it) for it in self.items]}, sort_keys=True)
+                    if k not in ("_items", "_settled", "_scanning", "lost", "quarantine")}
+        blob = json.dumps({"type": type(self).__name__, "settings": settings, "items": [part(it) for it in items]}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _check(self, items, check):
         "Keep the items that pass `check`, under this dataset's `on_error` policy."
-        return keep_valid(items, check, self.on_error, self.quarantine)
+        return keep_valid(items, check, self.on_error, self.quarantine, self.split_name)
+
+# %% ../../nbs/08_data.ipynb #d3b5a02c
+@patch
+def scan(self: ReaderDataset, visit: Callable | None = None, limit: int | None = None, warn: bool = True,
+         all_errors: bool = False) -> list[int]:
+    "Load the first `limit` listed items once each (no transform): `visit(x, labels)` per good one; failures quarantined, their indices returned."
+    state = torch.random.get_rng_state(), np.random.get_state(), random.getstate()  # a check moves no generator
+    tf, self._scanning, bad = getattr(self, "transform", None), True, []
+    if tf is not None: self.transform = None
+    try:
+        for j in range(len(self._items) if limit is None else min(limit, len(self._items))):
+            try: out = self.load(j)
+            except Exception as e:
+                if not isinstance(e, DataError):  # a reader bug, not bad data: only a preflight records it and goes on
+                    if not all_errors: raise
+                    e = DataError(f"{type(self).__name__}[{j}]", "load", f"reader raised {type(e).__name__} (not a DataError): {e}")
+                self.quarantine.add(e, warn, self.split_name); bad.append(j); continue
+            if visit is not None: visit(*out)
+    finally:
+        self._scanning = False
+        if tf is not None: self.transform = tf
+        torch.random.set_rng_state(state[0]); np.random.set_state(state[1]); random.setstate(state[2])
+    return bad
+
+@patch
+def settle(self: ReaderDataset, visit: Callable | None = None, warn: bool = True, all_errors: bool = False) -> ReaderDataset:
+    "Under skip, once: load every item (`scan`) and remove those that fail, so that length and indices count good items only."
+    if self._settled: return self
+    bad, n = set(self.scan(visit, None, warn, all_errors)), len(self._items)
+    keep = [j for j in range(n) if j not in bad]
+    self._items = self._items[keep] if isinstance(self._items, np.ndarray) else [self._items[j] for j in keep]
+    self._settled, self.lost = True, self.lost + len(bad)
+    if n and not keep:
+        raise DataError(getattr(self, "root", type(self).__name__), "items",
+                        f"split {self.split_name!r}: all {n} items failed to load; see the quarantine")
+    return self
 
 # %% ../../nbs/08_data.ipynb #28dc6d2c
 class ImageFiles(ReaderDataset):

@@ -29,11 +29,11 @@ from ..views import *
 from ..domain import Domain, Task, register_domain, phantom_factory, reader_factory, resize_to
 
 # %% auto #0
-__all__ = ['ANGIO_SEGMENTS', 'ARCADE_SOURCE', 'ARCADE_LAYOUT', 'ARCADE_CATEGORIES', 'ARCADE_PRETRAIN_FRAMES', 'ARCADE_SEED_KEYS',
-           'DOMAIN', 'AngioPhantom', 'read_coco', 'parse_polygons', 'polygons_to_mask', 'check_inside',
-           'check_categories', 'read_frame', 'resize_frame', 'resize_mask', 'make_arcade_fixture', 'find_annotations',
-           'resolve_frame', 'ARCADE', 'ARCADEFrames', 'angio_views', 'angio_eval', 'arcade_dataset',
-           'seed_epochs_to_steps']
+__all__ = ['ANGIO_SEGMENTS', 'ARCADE_SOURCE', 'ARCADE_LAYOUT', 'ARCADE_CATEGORIES', 'ARCADE_PRETRAIN_FRAMES',
+           'ARCADE_SEED_DEFAULTS', 'ARCADE_SEED_KEYS', 'DOMAIN', 'AngioPhantom', 'read_coco', 'parse_polygons',
+           'polygons_to_mask', 'check_inside', 'check_categories', 'read_frame', 'resize_frame', 'resize_mask',
+           'make_arcade_fixture', 'find_annotations', 'resolve_frame', 'ARCADE', 'ARCADEFrames', 'angio_views',
+           'angio_eval', 'arcade_dataset', 'seed_epochs_to_steps', 'arcade_schedule', 'arcade_views']
 
 # %% ../../nbs/domains/11_angio.ipynb #2082c70a
 ANGIO_SEGMENTS = ["trunk", "A proximal", "A distal", "B proximal", "B distal"]
@@ -401,7 +401,8 @@ class ARCADE(ReaderDataset):
         data = verify_png(path.read_bytes(), path)
         try:
             with Image.open(io.BytesIO(data)) as pim: size = pim.size
-        except (OSError, SyntaxError, ValueError) as e: raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
+        except Exception as e:  # whatever PIL raises (DecompressionBombError for a header claiming a huge frame included)
+            raise DataError(path, "image", f"cannot decode ({type(e).__name__}: {e})") from None
         if size != (w, h): raise DataError(path, "size", f"image is {size[0]}x{size[1]} (WxH), {f.name} says {w}x{h}")
         anns = []
         for a in per_image[im["id"]]:
@@ -474,6 +475,7 @@ class ARCADEFrames(ImageFiles):
     "Unlabeled ARCADE frames for pretraining: `(x (1, size, size), {})`, each PNG's CRCs checked (`read_frame`)."
     def __init__(self, paths, size: int | None = None, transform: Callable | None = None, on_error: str = "raise",
                  quarantine: Quarantine | None = None):
+        self.split = "pretrain"  # named in the quarantine records of these frames
         super().__init__(paths, "L", transform, on_error, quarantine)
         self.size = None if size is None else check_int(size, "size", low=8)
 
@@ -500,18 +502,36 @@ def angio_eval(size=256, **_):
     return resize_to(size, "bilinear")
 
 # %% ../../nbs/domains/11_angio.ipynb #39cdbc47
+from ..domain import Derived, for_methods
+
 def arcade_dataset(root=None, seed: int = 0, split: str = "train", **kw):
     "The domain's ARCADE factory: `split='pretrain'` gives the pretraining frames (`ARCADE.unlabeled`), any other split the labelled reader."
     return ARCADE.unlabeled(root, **kw) if split == "pretrain" else ARCADE(root, split=split, **kw)
 
 def seed_epochs_to_steps(epochs, n_frames: int = ARCADE_PRETRAIN_FRAMES, batch_size: int = 32) -> int:
     "Seed 000's epochs as optimiser steps: whole batches of `batch_size` in each pass over `n_frames` pretraining frames."
-    return int(epochs) * (n_frames // batch_size)
+    if int(batch_size) < 1 or int(batch_size) > n_frames: raise ValueError(f"batch_size {batch_size} must be in [1, {n_frames}] (frames per epoch)")
+    if int(epochs) < 1: raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return int(epochs) * (n_frames // int(batch_size))
 
+ARCADE_SEED_DEFAULTS = {"optimizer.epochs": 400, "data.batch_size": 32, "data.num_views": 4}  # lejepa_config.yaml as seed 000 ships it
+
+def arcade_schedule(s: dict, method=None) -> dict:
+    "Seed 000's epochs at its batch as steps (whole batches), warmup 5% of them (20 of the seed's 400 epochs)."
+    steps = seed_epochs_to_steps(s["optimizer.epochs"], batch_size=s["data.batch_size"])
+    return {"steps": steps, "warmup_steps": steps // 20}
+
+def arcade_views(s: dict, method=None) -> dict:
+    "Seed 000's V views, all global (LeJEPA's centre is the mean of all V); other methods keep their own views."
+    v = s["data.num_views"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 2: raise ValueError(f"seed key 'data.num_views' must be an integer >= 2 (LeJEPA compares views), got {v!r}")
+    return {"views.n_global": v, "views.n_local": 0, "method_kw.n_global": v} if method in (None, "lejepa") else {}
+
+_SCHEDULE, _VIEWS = Derived(arcade_schedule, ARCADE_SEED_DEFAULTS), Derived(arcade_views, ARCADE_SEED_DEFAULTS)
 ARCADE_SEED_KEYS = {  # seed 000's config/lejepa_config.yaml -> sslmed keys (data_cards/arcade.md, parity table)
-    "model.backbone": "encoder", "model.proj_dim": "method_kw.proj_dim", "data.batch_size": "batch_size",
-    "data.image_size": "views.size", "data.num_views": ("views.n_global", int), "optimizer.lr": "lr",
-    "optimizer.epochs": ("steps", seed_epochs_to_steps), "optimizer.lamb": "method_kw.lamb",
+    "model.backbone": "encoder", "model.proj_dim": for_methods("model.proj_dim", ("lejepa", "sigreg_jepa"), "method_kw.proj_dim"),
+    "data.batch_size": ["batch_size", _SCHEDULE], "data.image_size": "views.size", "data.num_views": _VIEWS, "optimizer.lr": "lr",
+    "optimizer.epochs": _SCHEDULE, "optimizer.lamb": for_methods("optimizer.lamb", ("lejepa", "sigreg_jepa"), "method_kw.lamb"),
     "system.resume": "resume", "system.resume_from": "resume_from"}
 
 # %% ../../nbs/domains/11_angio.ipynb #9fac7c73

@@ -32,11 +32,12 @@ from ..domain import Domain, Task, register_domain, phantom_factory, reader_fact
 
 # %% auto #0
 __all__ = ['ECG_LEADS', 'ECG_RHYTHMS', 'ECG_SUPERCLASSES', 'ECG_TERRITORIES', 'STANDARD_LEADS', 'MAX_ABS_MV', 'PTBXL_TASKS',
-           'PTBXL_SOURCE', 'PTBXL_LAYOUT', 'PTBXL_FIXTURE_IRREGULAR', 'PTBXL_LABELS', 'MIMIC_ECG_SOURCE',
-           'MIMIC_ECG_LAYOUT', 'MIMIC_WFDB_LAYOUT', 'MIMIC_LEAD_ORDER', 'MIMIC_FIXTURE_IRREGULAR', 'ECG_REAL_TASKS',
-           'ECG_FINETUNE_TASKS', 'ECG_SEED_KEYS', 'DOMAIN', 'ECGPhantom', 'read_wfdb', 'resample_ecg', 'aggregate_scp',
-           'task_vocabulary', 'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'ecg_npy', 'mimic_record_path',
-           'make_mimic_ecg_fixture', 'MIMICECG', 'ecg_views', 'ecg_eval']
+           'PTBXL_VOCABULARY', 'PTBXL_SOURCE', 'PTBXL_LAYOUT', 'PTBXL_FIXTURE_IRREGULAR', 'PTBXL_LABELS',
+           'MIMIC_ECG_SOURCE', 'MIMIC_ECG_LAYOUT', 'MIMIC_WFDB_LAYOUT', 'MIMIC_LEAD_ORDER', 'MIMIC_FIXTURE_IRREGULAR',
+           'ECG_REAL_TASKS', 'ECG_FINETUNE_TASKS', 'ECG_SEED_KEYS', 'DOMAIN', 'ECGPhantom', 'read_wfdb',
+           'check_mv_range', 'resample_ecg', 'aggregate_scp', 'task_vocabulary', 'check_vocabulary',
+           'make_ptbxl_fixture', 'PTBXL', 'write_ecg_npy', 'ecg_npy', 'mimic_record_path', 'make_mimic_ecg_fixture',
+           'MIMICECG', 'ecg_views', 'ecg_eval']
 
 # %% ../../nbs/domains/12_ecg.ipynb #55375d42
 ECG_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -266,11 +267,16 @@ def read_wfdb(record, fs: int | None = None, length: int | None = None, leads: S
     if bad.any():
         first = leads[int(np.nonzero(bad.any(1))[0][0])]
         raise DataError(dat, "signal", f"{int(bad.sum())} NaN/Inf samples (first in lead {first})")
+    return check_mv_range(x, dat, "signal", leads, max_abs_mv)
+
+def check_mv_range(x: np.ndarray, file, field: str, leads: Sequence[str] = STANDARD_LEADS, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
+    "`x` (leads, T) in mV unchanged if every sample lies within ±`max_abs_mv`: the one physical range of every ECG reader."
+    if not x.size or -max_abs_mv <= x.min() and x.max() <= max_abs_mv: return x  # two reductions, no temporary: the common case
     big = np.abs(x) > max_abs_mv
     if big.any():
         lead = int(np.nonzero(big.any(1))[0][0])
-        raise DataError(dat, "signal", f"{int(big.sum())} samples beyond ±{max_abs_mv:g} mV (first in lead {leads[lead]}: "
-                                       f"{float(x[lead][big[lead]][0]):.1f} mV): saturated, mis-scaled or corrupt")
+        raise DataError(file, field, f"{int(big.sum())} samples beyond ±{max_abs_mv:g} mV (first in lead {leads[lead]}: "
+                                     f"{float(x[lead][big[lead]][0]):.1f} mV): saturated, mis-scaled or corrupt")
     return x
 
 # %% ../../nbs/domains/12_ecg.ipynb #4531a184
@@ -312,6 +318,21 @@ def task_vocabulary(statements: pd.DataFrame, task: str) -> list[str]:
     col = st.loc[st["diagnostic"] == 1, _TASK_COLUMN[task]]
     return sorted({v for v in col if isinstance(v, str) and v})
 
+# the ECG domain's tasks have fixed classes (PTB-XL 1.0.3's five superclasses and twelve rhythm statements), whatever a file lists
+PTBXL_VOCABULARY = {"superdiagnostic": ["CD", "HYP", "MI", "NORM", "STTC"],
+                    "rhythm": ["AFIB", "AFLT", "BIGU", "PACE", "PSVT", "SARRH", "SBRAD", "SR", "STACH", "SVARR", "SVTAC", "TRIGU"]}
+
+def check_vocabulary(statements: pd.DataFrame, task: str, file) -> list[str]:
+    "The classes of `task`: fixed ones (`PTBXL_VOCABULARY`) if the file lists exactly those, else a `DataError` naming the file and labels."
+    listed, fixed = task_vocabulary(statements, task), PTBXL_VOCABULARY.get(task)
+    if fixed is None: return listed
+    missing, extra = [c for c in fixed if c not in listed], [c for c in listed if c not in fixed]
+    if missing or extra:
+        what = "; ".join(s for s in (f"lacks {missing}" if missing else "", f"adds {extra}" if extra else "") if s)
+        raise DataError(file, _TASK_COLUMN[task], f"task {task!r} has the fixed classes {fixed}; this file {what}, so a "
+                                                  f"{len(fixed)}-way head could not be trained or read from it")
+    return list(fixed)
+
 # %% ../../nbs/domains/12_ecg.ipynb #96f27b20
 PTBXL_SOURCE = "https://physionet.org/content/ptb-xl/1.0.3/ (Wagner et al., Scientific Data 7:154, 2020; CC BY 4.0)"
 PTBXL_LAYOUT = """<root>/
@@ -328,6 +349,8 @@ _FIXTURE_STATEMENTS = {
     "ABQRS": (None, 1, None, None, None), "LVOLT": (None, 1, None, None, None), "INVT": (None, 1, None, None, None),
     "SR": (None, None, 1, None, None), "AFIB": (None, None, 1, None, None), "STACH": (None, None, 1, None, None),
     "SBRAD": (None, None, 1, None, None)}
+# PTB-XL's other rhythm statements: listed in the fixture's statements (the task's class list is fixed), given to no record
+_FIXTURE_UNUSED_RHYTHMS = ("SARRH", "PACE", "SVARR", "BIGU", "AFLT", "SVTAC", "PSVT", "TRIGU")
 # the fixture's irregular records (ecg_id), as real archives have them
 PTBXL_FIXTURE_IRREGULAR = {"shuffled_leads": 3, "flat_lead": 5, "nan_lead": 7, "no_statement": 11, "odd_row": 12}
 
@@ -346,7 +369,7 @@ def make_ptbxl_fixture(root, n_records: int = 30, seed: int = 0, rates: Sequence
     "Write a tiny PTB-XL with real irregularities; return `{(ecg_id, fs): signal (12, 10·fs) in mV, standard lead order}`."
     root, rng, signals = Path(root), np.random.default_rng(seed), {}
     root.mkdir(parents=True, exist_ok=True)
-    st = pd.DataFrame.from_dict(_FIXTURE_STATEMENTS, orient="index",
+    st = pd.DataFrame.from_dict({**_FIXTURE_STATEMENTS, **{c: (None, None, 1, None, None) for c in _FIXTURE_UNUSED_RHYTHMS}}, orient="index",
                                 columns=["diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
     st.insert(0, "description", [f"statement {c}" for c in st.index])
     st.to_csv(root / "scp_statements.csv")
@@ -434,8 +457,13 @@ class PTBXL(ReaderDataset):
         self.items = self._check(rows, self._check_file)
         self.frame = pd.DataFrame([{k: v for k, v in r.items() if k != "y"} for r in self.items])
 
+    @property
+    def split_name(self) -> str:
+        named = {**{f: s for s, f in self.split_folds.items()}, tuple(range(1, 11)): "all"}
+        return named.get(self.folds, f"folds {list(self.folds)}")
+
     def _vocabulary(self, task: str) -> list[str]:
-        v = task_vocabulary(self.statements, task)
+        v = check_vocabulary(self.statements, task, self.st_file)
         if not v: raise DataError(self.st_file, _TASK_COLUMN[task], f"no statement belongs to task {task!r}: an empty class list")
         return v
 
@@ -464,7 +492,7 @@ class PTBXL(ReaderDataset):
             if self.on_error == "raise": raise
             seen = pd.Series([r[key] for r in rows])
             rep = set(seen[seen.duplicated(keep=False)])
-            for v in rep: handle_error(DataError(self.db_file, field, f"{v!r} appears in several rows"), "skip", self.quarantine)
+            for v in rep: handle_error(DataError(self.db_file, field, f"{v!r} appears in several rows"), "skip", self.quarantine, self.split_name)
             rows = [r for r in rows if r[key] not in rep]
         return rows
 
@@ -651,11 +679,12 @@ def _mimic_array_path(path) -> Path:
 class MIMICECG(ReaderDataset):
     "A float16 `.npy` (N, 12, 5000) at 500 Hz, memory-mapped: `(x (12, 10·fs) float32, {})` per row."
     def __init__(self, path, leads: int = 12, length: int = 5000, indices: Iterable[int] | None = None, fs: int = 500,
-                 transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
+                 max_abs_mv: float = MAX_ABS_MV, transform: Callable | None = None, on_error: str = "raise",
+                 quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
         if isinstance(fs, bool) or not isinstance(fs, int) or fs < 1: raise ValueError(f"MIMICECG fs must be a positive int, got {fs!r}")
         p = _mimic_array_path(path)
-        self.path, self.transform, self.fs = p, transform, fs
+        self.path, self.transform, self.fs, self.max_abs_mv = p, transform, fs, max_abs_mv
         try: arr = np.load(p, mmap_mode="r")  # reads the header and maps the data; nothing else
         except (ValueError, OSError, EOFError) as e:
             raise DataError(p, "header", f"not a readable .npy array, or shorter than its header says ({e})") from None
@@ -665,17 +694,16 @@ class MIMICECG(ReaderDataset):
         if not arr.flags.c_contiguous: raise DataError(p, "fortran_order", "rows must be contiguous (C order)")
         self.array = arr
         n = arr.shape[0]
-        if indices is None: self.items = np.arange(n)
-        else:
-            self.items = np.asarray(list(indices), dtype=np.int64)
-            if len(self.items) and (self.items.min() < 0 or self.items.max() >= n):
-                raise ValueError(f"indices must lie in [0, {n}) for {p}")
+        rows = np.arange(n) if indices is None else np.asarray(list(indices), dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n): raise ValueError(f"indices must lie in [0, {n}) for {p}")
+        self.items = rows
 
     def load(self, i: int):
         row = int(self.items[i])
         x = np.asarray(self.array[row], dtype=np.float32)
         if not np.isfinite(x).all():
             raise DataError(self.path, f"signal[{row}]", f"{int((~np.isfinite(x)).sum())} NaN/Inf samples")
+        check_mv_range(x, self.path, f"signal[{row}]", STANDARD_LEADS if len(x) == 12 else range(len(x)), self.max_abs_mv)
         x = torch.from_numpy(resample_ecg(x, 500, self.fs))
         return (self.transform(x) if self.transform else x), {}
 
@@ -697,6 +725,8 @@ def ecg_eval(**_):
     return lambda x: x
 
 # %% ../../nbs/domains/12_ecg.ipynb #a187530b
+from ..domain import for_methods
+
 ECG_REAL_TASKS = {"ptbxl": {"superclass": Task("multilabel", 5, "auroc"), "rhythm": Task("multilabel", 12, "auroc")}}
 ECG_REAL_TASKS["mimic_ecg"] = ECG_REAL_TASKS["ptbxl"]  # pretraining only: evaluated on PTB-XL
 
@@ -710,9 +740,14 @@ ECG_FINETUNE_TASKS["phantom"] = {"rhythm": dict(label="rhythm"), "superclass": d
                                  "superdiagnostic": dict(label="superclass")}  # the phantom's labels under the seed's names
 
 # seed 001 (MyJEPA, configs/ViTS_mimic.yaml) -> sslmed config keys of the sigreg_jepa recipe
+# the predictor and mask keys reach the masked-prediction methods, λ the SIGReg methods; the encoder keys every method
+_PRED, _SIGREG = ("sigreg_jepa", "ema_jepa"), ("sigreg_jepa", "lejepa")
 ECG_SEED_KEYS = {"dim": "encoder_kw.embed_dim", "depth": "encoder_kw.depth", "num_heads": "encoder_kw.num_heads",
-                 "pred_dim": "method_kw.pred_dim", "pred_depth": "method_kw.pred_depth", "sigreg_lambda": "method_kw.lamb",
-                 "min_keep_ratio": "method_kw.mask.context_ratio.min", "max_keep_ratio": "method_kw.mask.context_ratio.max"}
+                 "pred_dim": for_methods("pred_dim", _PRED, "method_kw.pred_dim"),
+                 "pred_depth": for_methods("pred_depth", _PRED, "method_kw.pred_depth"),
+                 "sigreg_lambda": for_methods("sigreg_lambda", _SIGREG, "method_kw.lamb"),
+                 "min_keep_ratio": for_methods("min_keep_ratio", _PRED, "method_kw.mask.context_ratio.min"),
+                 "max_keep_ratio": for_methods("max_keep_ratio", _PRED, "method_kw.mask.context_ratio.max")}
 
 DOMAIN = register_domain(Domain(
     "ecg", in_chans=12, views=ecg_views, eval_tf=ecg_eval, label_key="superclass",

@@ -30,12 +30,13 @@ from ..data.core import cache_root
 
 # %% auto #0
 __all__ = ['FUNDUS_GRADES', 'IMAGE_SUFFIXES', 'FIXTURE_SIZES', 'APTOS_SOURCE', 'APTOS_LAYOUT', 'EYEPACS_SOURCE', 'EYEPACS_LAYOUT',
-           'MESSIDOR2_SOURCE', 'MESSIDOR2_LAYOUT', 'EYEPACS_TRAIN_IMAGES', 'SEED_KEYS', 'DOMAIN', 'FundusPhantom',
-           'fundus_box', 'crop_to_fundus', 'as_uint8', 'resize_short', 'fundus_photo', 'square_crop', 'PhotoCache',
-           'GradedImages', 'check_id', 'image_index', 'match_image', 'fixture_photo', 'save_fixture_photo',
-           'make_aptos_fixture', 'make_eyepacs_fixture', 'make_messidor2_fixture', 'stratified_split', 'aptos_layout',
-           'grade_folders', 'APTOS', 'EyePACS', 'Messidor2', 'FundusPreprocess', 'fundus_views', 'fundus_eval',
-           'FundusFinetuneAug', 'epochs_to_steps']
+           'MESSIDOR2_SOURCE', 'MESSIDOR2_LAYOUT', 'EYEPACS_TRAIN_IMAGES', 'SICOVA_ACCUM', 'WARMUP_EPOCHS',
+           'CKPT_EPOCHS', 'SEED_KEYS', 'DOMAIN', 'FundusPhantom', 'fundus_box', 'crop_to_fundus', 'as_uint8',
+           'resize_short', 'fundus_photo', 'square_crop', 'PhotoCache', 'GradedImages', 'check_id', 'image_index',
+           'match_image', 'fixture_photo', 'save_fixture_photo', 'make_aptos_fixture', 'make_eyepacs_fixture',
+           'make_messidor2_fixture', 'stratified_split', 'aptos_layout', 'grade_folders', 'APTOS', 'EyePACS',
+           'Messidor2', 'FundusPreprocess', 'fundus_views', 'fundus_eval', 'FundusFinetuneAug', 'epochs_to_steps',
+           'fundus_schedule', 'fundus_embedding']
 
 # %% ../../nbs/domains/13_fundus.ipynb #5bad2fd8
 FUNDUS_GRADES = ["no DR", "mild", "moderate", "severe", "proliferative"]
@@ -492,6 +493,7 @@ class APTOS(GradedImages):
         rows = self._nonempty(self._check(df.to_dict("records"), grade), "rows of train.csv")
         if not d.is_dir(): raise DataError(d, "train_images", "image folder not found; expected layout in data_cards/aptos2019.md")
         parts = stratified_split([r["id"] for r in rows], [r["grade"] for r in rows], val_frac, test_frac, seed)
+        if split != "all" and not parts[split]: raise self._empty_split(f, split, rows, val_frac, test_frac)
         keep, index = set(parts[split]) if split != "all" else {r["id"] for r in rows}, image_index(d)
         return self._check([r for r in rows if r["id"] in keep], lambda r: {**r, "path": match_image(index, d, r["id"], f, "id_code")})
 
@@ -504,9 +506,21 @@ class APTOS(GradedImages):
             return []
         train, test = part("train"), part("test")
         check_unique([r["id"] for r in self._nonempty(train + test, "images in train/0…4, test/0…4")], self.root, "image")  # one image in train/ and test/: a leak
-        if split in ("test", "all"): return test if split == "test" else train + test
+        if split in ("test", "all"):
+            if split == "test" and not test: raise DataError(self.root / "test", "split", "split 'test' is empty: test/0…4 hold no image")
+            return test if split == "test" else train + test
         keep = set(stratified_split([r["id"] for r in train], [r["grade"] for r in train], val_frac, 0.0, seed)[split])
+        if not keep: raise self._empty_split(self.root / "train", split, train, val_frac, 0.0)
         return [r for r in train if r["id"] in keep]
+
+    @staticmethod
+    def _empty_split(file, split: str, rows: list, val_frac: float, test_frac: float) -> DataError:
+        "The error for a requested split that the stratified split leaves empty: its size, the fractions and the grades' sizes."
+        grades, counts = np.unique([r["grade"] for r in rows], return_counts=True)
+        sizes = {int(g): int(n) for g, n in zip(grades, counts)}
+        return DataError(file, "split", f"split {split!r} is empty (0 of {len(rows)} graded images): the stratified split "
+                                        f"(val_frac={val_frac}, test_frac={test_frac}, per grade) gives it none of any grade; "
+                                        f"images per grade {sizes}. Use more images, larger fractions, or split='all'")
 
 # %% ../../nbs/domains/13_fundus.ipynb #e4a56f24
 EYEPACS_SOURCE = "https://www.kaggle.com/competitions/diabetic-retinopathy-detection (Kaggle competition rules; no redistribution)"
@@ -572,6 +586,18 @@ class Messidor2(GradedImages):
             return it
         self.items = self._nonempty(self._check([r for r in gradable if r["ok"]], row), "gradable rows of messidor_data.csv")
 
+# %% ../../nbs/domains/13_fundus.ipynb #0001c216
+from fastcore.basics import patch
+
+@patch(as_prop=True)
+def labels(self: GradedImages) -> dict:
+    "Every item's grade (and DME where all items have one) from the label table read at construction: no photograph is decoded."
+    out = {}
+    for k in ("grade", "dme"):
+        vals = [it.get(k) for it in self.items]
+        if vals and all(v is not None for v in vals): out[k] = torch.tensor([int(v) for v in vals])
+    return out
+
 # %% ../../nbs/domains/13_fundus.ipynb #b2d82c82
 class FundusPreprocess(BatchTransform):
     "Deterministic fundus preprocessing: remove the background, then (optionally) CLAHE inside the field."
@@ -616,15 +642,35 @@ class FundusFinetuneAug(BatchTransform):
         return self.jitter.apply(crop.apply(x, g), g)
 
 # %% ../../nbs/domains/13_fundus.ipynb #4a054791
+from ..domain import Derived
+
 EYEPACS_TRAIN_IMAGES = 35_126
+SICOVA_ACCUM, WARMUP_EPOCHS, CKPT_EPOCHS = 8, 10, 10   # seed 002: 8 accumulation steps (SiCoVa), 10 warmup epochs, checkpoints every 10
 
 def epochs_to_steps(epochs: float, n: int = EYEPACS_TRAIN_IMAGES, batch: int = 256, accum: int = 8) -> int:
     "Optimiser steps of `epochs` passes over `n` images at `batch × accum` images per step (a last partial step counted)."
-    return math.ceil(epochs * n / (batch * accum))
+    if not epochs > 0: raise ValueError(f"TOTAL_DS_EPOCHS must be > 0, got {epochs!r}")
+    if int(batch) < 1: raise ValueError(f"BATCH_SIZE must be >= 1, got {batch!r}")
+    return math.ceil(epochs * n / (int(batch) * accum))
 
-SEED_KEYS = {"BATCH_SIZE": "batch_size", "TOTAL_DS_EPOCHS": ("steps", epochs_to_steps), "LR": "lr",
-             "WEIGHT_DECAY": "weight_decay", "EMBEDDING_DIM": "method_kw.expander",
-             "NUM_CLASSES": Fixed(5, "the five DR grades of the domain's grade task")}
+def fundus_schedule(s: dict, method=None) -> dict:
+    "Seed 002's epochs and batch for `method`: SiCoVa (and the paper's other methods) accumulate 8 batches a step, triplet none."
+    if method == "supervised":
+        raise ValueError("seed 002's BATCH_SIZE/TOTAL_DS_EPOCHS count EyePACS pretraining; the supervised baseline trains on APTOS: "
+                         "drop them and set batch_size/steps")
+    b, accum = int(s["BATCH_SIZE"]), 1 if method == "triplet" else SICOVA_ACCUM
+    every = epochs_to_steps(CKPT_EPOCHS, batch=b, accum=accum)
+    out = dict(batch_size=b, accum_steps=accum, steps=epochs_to_steps(s["TOTAL_DS_EPOCHS"], batch=b, accum=accum),
+               ckpt_every=every, keep_every=every, keep_ckpt_every=every)   # full checkpoint and encoder kept every 10 epochs
+    return out if method == "triplet" else {**out, "warmup_steps": epochs_to_steps(WARMUP_EPOCHS, batch=b, accum=accum)}
+
+def fundus_embedding(s: dict, method=None) -> dict:
+    "`EMBEDDING_DIM` is SiCoVa's expander width; the triplet head (128-d) and the other methods do not read it."
+    return {"method_kw.expander": int(s["EMBEDDING_DIM"])} if method in (None, "vicreg") else {}
+
+_SCHED = Derived(fundus_schedule, {"BATCH_SIZE": 256, "TOTAL_DS_EPOCHS": 200})
+SEED_KEYS = {"BATCH_SIZE": _SCHED, "TOTAL_DS_EPOCHS": _SCHED, "LR": "lr", "WEIGHT_DECAY": "weight_decay",
+             "EMBEDDING_DIM": Derived(fundus_embedding, {}), "NUM_CLASSES": Fixed(5, "the five DR grades of the domain's grade task")}
 
 # %% ../../nbs/domains/13_fundus.ipynb #6a3076d7
 DOMAIN = register_domain(Domain(
@@ -638,3 +684,7 @@ DOMAIN = register_domain(Domain(
     seed_keys=SEED_KEYS, cards={"phantom": "phantom_fundus", "eyepacs": "eyepacs", "aptos": "aptos2019", "messidor2": "messidor2"},
     checks=dict(phantom=dict(size=96), views=dict(size=32, local_size=16, n_local=1, clahe=False),
                 shapes=[(3, 32, 32)] * 2 + [(3, 16, 16)], unit_range=True, labels={"grade": None})))
+
+# %% ../../nbs/domains/13_fundus.ipynb #259c9e89
+DOMAIN.external_tests = {"aptos": {"messidor2": {}}}   # APTOS's probes also tested on Messidor-2 (every gradable image, no split)
+DOMAIN.finetune_augment = FundusFinetuneAug   # fine-tuning augments as the seed's get_finetuning_transform (augment=False: off)

@@ -39,12 +39,13 @@ from ..data.core import cache_root
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
-           'NEURO_LAYOUT', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine', 'nifti_volume', 'read_nifti',
-           'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
-           'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
-           'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies',
-           'write_neuro_fixture', 'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows',
-           'volume_views', 'neuro_eval', 'neuro_seed_overrides']
+           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine',
+           'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file',
+           'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom',
+           'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
+           'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
+           'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views',
+           'neuro_eval', 'window_stats', 'neuro_backbone', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -375,13 +376,31 @@ def check_affine(affine, file) -> np.ndarray:
         raise DataError(file, "affine", "its voxel axes are (nearly) parallel: the matrix is singular")
     return a
 
+def raw_nifti_header(path) -> nib.Nifti1Header:
+    "A NIfTI-1 or -2 header exactly as stored: `nib.load` mends some fields (a zero pixdim becomes 1) before anyone sees them."
+    with nib.openers.ImageOpener(path) as f:
+        size = f.read(4)
+        f.seek(0)
+        two = 540 in (int.from_bytes(size, "little"), int.from_bytes(size, "big"))
+        return (nib.Nifti2Header if two else nib.Nifti1Header).from_fileobj(f, check=False)
+
+def check_pixdim(header, file) -> np.ndarray:
+    "The stored voxel sizes `pixdim[1:4]` if the affine is built from them (sform_code 0) and each is finite and non-zero; else a `DataError`."
+    pixdim, sform, qform = np.asarray(header["pixdim"][1:4], np.float64), int(header["sform_code"]), int(header["qform_code"])
+    if sform == 0 and not (np.isfinite(pixdim).all() and (np.abs(pixdim) > 1e-6).all()):
+        raise DataError(file, "pixdim", f"voxel sizes {pixdim.tolist()} mm as stored (sform_code 0, qform_code {qform}: the affine "
+                                        "is built from them): zero or missing; nibabel would read 1 mm, so the file is refused")
+    return pixdim
+
 def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     "A 3D NIfTI volume as float32 in its stored axis order, header scaling applied, and its checked RAS affine."
     p = require_file(path, "nifti")
     try:
+        check_pixdim(raw_nifti_header(p), p)
         img = nib.load(p)
         affine = img.affine
         data = img.get_fdata(dtype=np.float32)
+    except DataError: raise
     except Exception as e:  # nibabel, gzip and zlib raise many types for corrupt or truncated files
         raise DataError(p, "nifti", f"cannot read ({type(e).__name__}: {e})") from None
     while data.ndim > 3 and data.shape[-1] == 1: data = data[..., 0]
@@ -389,9 +408,18 @@ def nifti_volume(path) -> tuple[np.ndarray, np.ndarray]:
     return data, check_affine(affine, p)
 
 # %% ../../nbs/domains/14_neuro.ipynb #cec4b0d4
+def is_sheared(affine, tol: float = 1e-4) -> bool:
+    "Whether the voxel axes of `affine` are not perpendicular (a gantry tilt): the largest |cos| between two of them exceeds `tol`."
+    a = np.asarray(affine, np.float64)[:3, :3]
+    u = a / np.linalg.norm(a, axis=0)
+    return bool(np.abs(u.T @ u - np.eye(3)).max() > tol)
+
 def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float]]:
     "A 3D NIfTI volume as float32 (D, H, W) in display order (inferior→superior, anterior→posterior, right→left), and its spacing."
     data, affine = nifti_volume(path)
+    if is_sheared(affine):  # stored voxels of a sheared grid have no spacing per axis: they must be resampled
+        raise DataError(path, "affine", "sheared voxel axes (a gantry tilt): read_nifti returns stored voxels, which would be "
+                                        "distorted; read it with to_canonical(*nifti_volume(path), spacing), which resamples")
     ornt = nib.orientations.io_orientation(affine)  # stored axes → closest RAS+ axes, as `as_closest_canonical`
     data = nib.orientations.apply_orientation(data, ornt)
     zooms = np.linalg.norm(affine[:3, :3], axis=0)[ornt[:, 0].astype(int).argsort()]
@@ -494,8 +522,10 @@ def dicom_volume(files: Sequence, folder=None) -> tuple[np.ndarray, np.ndarray, 
     ps = [float(v) for v in d0.PixelSpacing]
     first = dict(slices)[kept[0]]
     lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2] = normal * step, iop[3:] * ps[0], iop[:3] * ps[1]
-    lps[:3, 3] = np.array(first.ImagePositionPatient, dtype=np.float64)
+    p0, p1 = (np.array(dict(slices)[f].ImagePositionPatient, dtype=np.float64) for f in (kept[0], kept[-1]))
+    lps[:3, 0] = (p1 - p0) * step / (where[-1] - where[0])  # one step between slices, gantry tilt (shear) included
+    lps[:3, 1], lps[:3, 2] = iop[3:] * ps[0], iop[:3] * ps[1]
+    lps[:3, 3] = p0
     return vol, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, str(d0.get("Modality", ""))
 
 def read_dicom_series(files: Sequence, folder=None) -> tuple[np.ndarray, tuple[float, float, float], str]:
@@ -569,7 +599,7 @@ def to_canonical(vol: np.ndarray, affine, spacing: Sequence[float] | None = None
     from monai.transforms import Orientation, Spacing
     x = MetaTensor(torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))[None], affine=torch.as_tensor(affine, dtype=torch.float64))
     x = Orientation(axcodes=AXCODES, labels=(("L", "R"), ("P", "A"), ("I", "S")))(x)
-    if spacing is not None:
+    if spacing is not None:  # MONAI resamples through the full affine: a sheared grid (gantry tilt) comes out on perpendicular axes
         x = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border", dtype=np.float32)(x)
     return np.ascontiguousarray(x[0].numpy(), dtype=np.float32), tuple(float(s) for s in x.pixdim)
 
@@ -654,7 +684,7 @@ NEURO_LAYOUT = """<root>/
   <study>/<series>.nii[.gz]            a 3D NIfTI volume (CT in HU, or MR)
   <study>/<series>/<slice>[.dcm]       a DICOM series, one file per slice
 labels_csv: study (or study_id), <finding columns, 0/1>, [split]"""
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: sheared series resampled onto world axes
 
 def _series_of(root: Path, study_dir: Path) -> list[dict]:
     "The NIfTI files and DICOM folders under a study folder; a file whose real path leaves the root is a `DataError`."
@@ -683,6 +713,7 @@ class NeuroStudies(ReaderDataset):
                  spacing: Sequence[float] = (1.5, 1.5, 1.5), max_crop_size: Sequence[int] = (8, 8, 8), patch_size: int = 16,
                  transform: Callable | None = None, on_error: str = "raise", quarantine: Quarantine | None = None):
         super().__init__(on_error, quarantine)
+        self.split = split  # the labels_csv split read (None: every study), named in the quarantine
         self.root = require_root(root, "brain CT/MRI studies", "neuro_studies", NEURO_SOURCE, NEURO_LAYOUT)
         self.mode_mapping = {str(k): self._mode_value(v) for k, v in dict(mode_mapping or {}).items()}
         self.spacing = tuple(float(s) for s in spacing)
@@ -919,7 +950,24 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, 
     return tf
 
 
+# %% ../../nbs/domains/14_neuro.ipynb #12feca0b
+def window_stats(ds, windows=("brain", "blood", "bone"), n: int | None = None) -> dict:
+    "`views.norm_stats` measured on `ds`: each CT window's mean and standard deviation over every voxel of its first `n` items."
+    acc = {w: torch.zeros(3, dtype=torch.float64) for w in windows}   # count, sum, sum of squares
+    for i in range(len(ds) if n is None else min(n, len(ds))):
+        x = torch.as_tensor(ds[i][0])[None].float()
+        for w in windows:
+            v = CTWindow([w])(x).double()
+            acc[w] += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+    out = {}
+    for w, (c, s, q) in acc.items():
+        m = s / c
+        out[w] = [round(float(m), 6), round(float((q / c - m * m).clamp_min(1e-12).sqrt()), 6)]
+    return out
+
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
+from ..domain import Derived
+
 def _one_of(mapping: dict, key: str) -> Callable:
     "A translation of a seed value through `mapping`; a value it lacks is an error naming the seed key."
     def fn(v):
@@ -934,6 +982,25 @@ def _modes(v: dict) -> dict:
 _DS, _LD = "data.dataset.train.params.", "data.loader.train."
 _VITS = {"vit_tiny": "vit3d_tiny", "vit_small": "vit3d_small", "vit_base": "vit3d_base", "vit_large": "vit3d_large",
          "vit_huge": "vit3d_huge", "vit": "vit3d_base"}  # "vit": custom sizes in vision_backbone_cf.params
+_BB = "system.params.vision_backbone_cf."
+
+def neuro_backbone(s: dict, method=None) -> dict:
+    "Seed 004's `vision_backbone_cf.which` as an encoder; `vit_tiny` is timm's ViT-Ti, 12 blocks deep (sslmed's vit3d_tiny has 6) unless `params.depth` says otherwise."
+    enc = _one_of(_VITS, "vision_backbone_cf.which")(s[_BB + "which"])
+    return {"encoder": enc, **({"encoder_kw.depth": 12} if s[_BB + "which"] == "vit_tiny" and _BB + "params.depth" not in s else {})}
+
+CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which "
+    "`sslmed train` does not train: it pretrains backbones. The study-level AB-MIL head, both pooler_cf modes (classify_then_aggregate, "
+    "aggregate_then_classify), is fit on the frozen backbone's features and scored per study by `sslmed.mil.study_mil` in the full "
+    "profile's evaluation: pretrain with VisionPretrainingSystem, then evaluate the run")
+
+def _classification(key: str, pretraining: dict | None = None) -> Callable:
+    "A translation of `key` through `pretraining` (value -> sslmed value); seed 004's classification settings are refused with the reason."
+    def fn(v):
+        if pretraining is not None and str(v) in pretraining: return pretraining[str(v)]
+        raise ValueError(f"seed key {key!r} is {v!r}: it {CLASSIFICATION_REFUSED}")
+    return fn
+
 NEURO_SEED_KEYS = {
     "data.raw_data_dir": "data_root", "data.data_dir": "data_root", "data.cache_dir": "data.cache_dir",
     "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
@@ -945,12 +1012,14 @@ NEURO_SEED_KEYS = {
     _LD + "use_study_sampler": ("sampler", lambda v: "study" if v else "random"),
     _LD + "collate_fn.remove_background": [("views.remove_background", bool), ("method_kw.remove_background", bool)],
     _LD + "collate_fn.patch_drop_rate": ("method_kw.patch_drop_rate", float),
-    "system.which": ("method", _one_of({"VisionPretrainingSystem": "ema_jepa", "VisionClassificationSystem": "supervised"}, "system.which")),
-    "system.params.vision_backbone_cf.which": ("encoder", _one_of(_VITS, "vision_backbone_cf.which")),
+    "system.which": ("method", _classification("system.which", {"VisionPretrainingSystem": "ema_jepa"})),
+    "system.params.vision_backbone_cf.which": Derived(neuro_backbone, {}),
     "system.params.vision_backbone_cf.params.embed_dim": "encoder_kw.embed_dim",
     "system.params.vision_backbone_cf.params.depth": "encoder_kw.depth",
     "system.params.vision_backbone_cf.params.num_heads": "encoder_kw.num_heads",
-    "system.params.loss_cf.which": ("method", _one_of({"jepa": "ema_jepa", "bce": "supervised"}, "loss_cf.which")),
+    "system.params.loss_cf.which": ("method", _classification("system.params.loss_cf.which", {"jepa": "ema_jepa"})),
+    "system.params.model_hyperparams.pooler_cf.which": ("method", _classification("system.params.model_hyperparams.pooler_cf.which")),
+    "system.params.model_hyperparams.proj_params.out_dim": ("method", _classification("system.params.model_hyperparams.proj_params.out_dim")),
     "system.params.predictor_cf.dim": "method_kw.pred_dim", "system.params.predictor_cf.depth": "method_kw.pred_depth",
     "system.params.ema_beta": "method_kw.momentum", "system.params.enable_aug": Fixed(True, "gamma, brightness/contrast and noise are always in the views"),
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
@@ -971,14 +1040,9 @@ for _k, _v in list(NEURO_SEED_KEYS.items()):
     if _k.startswith(_DS): NEURO_SEED_KEYS["dataset.params." + _k[len(_DS):]] = _v
 
 # %% ../../nbs/domains/14_neuro.ipynb #71ec8c76
-def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config") -> list[str]:
-    "`seed_overrides` for seed 004's config; its `data.mode_mapping` (study → modality) travels as one mapping, not one key per study."
-    cfg = json.loads(json.dumps(seed_cfg))
-    modes = (cfg.get("data") or {}).pop("mode_mapping", None)
-    out = seed_overrides(cfg, NEURO_SEED_KEYS, source)
-    bb = ((cfg.get("system") or {}).get("params") or {}).get("vision_backbone_cf") or {}
-    if bb.get("which") == "vit_tiny" and "depth" not in (bb.get("params") or {}): out.append("encoder_kw.depth=12")  # timm's ViT-Ti
-    return out + ([f"data.mode_mapping={json.dumps(_modes(modes))}"] if modes is not None else [])
+def neuro_seed_overrides(seed_cfg: dict, source: str = "seed 004 config", method: str | None = None) -> list[str]:
+    "`seed_overrides` for seed 004's config (what `sslmed train --seed-config` runs); `data.mode_mapping` (study → modality) travels as one mapping."
+    return seed_overrides(seed_cfg, NEURO_SEED_KEYS, source, method)
 
 # %% ../../nbs/domains/14_neuro.ipynb #8bc40400
 DOMAIN = register_domain(Domain(
