@@ -10,6 +10,7 @@ import json, math, os, shlex, subprocess, sys, time
 from pathlib import Path
 import pandas as pd
 import yaml
+from .config import load_yaml
 from .core import atomic_write_json, file_lock, project_root, rehearsed_profile
 from .protocols import local_map, register_executor, run_path, is_finished
 
@@ -43,7 +44,7 @@ def _deep(a: dict, b: dict) -> dict:
 def executor_settings(profile: str = "smoke", root=None, **flags) -> dict:
     "A profile's executor settings: the defaults, `profiles/<profile>/executor.yaml` over them, then the non-None `flags`."
     f = Path(root or project_root()) / "nbs" / "experiments" / "profiles" / profile / "executor.yaml"
-    own = yaml.safe_load(f.read_text()) or {} if f.is_file() else {}
+    own = load_yaml(f) if f.is_file() else {}
     unknown = sorted(set(own) - set(DEFAULTS))
     if unknown: raise ValueError(f"{f}: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
     s = _deep(DEFAULTS, own)

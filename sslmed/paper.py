@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 import yaml
+from .config import load_yaml
 from .core import (atomic_path, atomic_write_json, atomic_write_text, device_info, file_lock, file_sha256,
                          files_digest, git_info, package_versions, project_root)
 from .core import DRY_RUN, rehearsed_profile
@@ -101,7 +102,7 @@ def _profile_file(profile: str, name: str, root: Path, chain=()) -> dict:
     "A profile file's parameters; `based_on: <profile>` starts from that profile's file of the same experiment."
     f = root / "nbs" / "experiments" / "profiles" / profile / f"{name}.yaml"
     if not f.is_file(): raise FileNotFoundError(f"profile file {f} is missing: every experiment needs one per profile")
-    params = yaml.safe_load(f.read_text()) or {}
+    params = load_yaml(f)
     if not isinstance(params, dict): raise ValueError(f"{f}: expected a mapping of parameter: value")
     base = params.pop("based_on", None)
     if base is None: return params
@@ -146,7 +147,7 @@ def recipe_roots(profile: str, root=None) -> dict:
     d = Path(root or project_root()) / "recipes" / rehearsed_profile(profile)
     out = {}
     for f in sorted(d.glob("*.yaml")):
-        r = yaml.safe_load(f.read_text()) or {}
+        r = load_yaml(f)
         for spec in [r, *((r.get("methods") or {}).values())]:
             name = (spec or {}).get("dataset")
             if name and name != "phantom": out[f"SSLMED_DATA_{name.upper()}"] = name
@@ -176,7 +177,7 @@ def _root_items(arg: str) -> list[tuple]:
     f = Path(arg).expanduser()
     if f.suffix not in (".yaml", ".yml") or not f.is_file():
         raise ValueError(f"--data-root {arg!r}: give NAME=PATH (e.g. ptbxl=/data/ptb-xl) or an existing YAML file of dataset: root")
-    m = yaml.safe_load(f.read_text()) or {}
+    m = load_yaml(f)
     if not isinstance(m, dict): raise ValueError(f"{f}: expected a mapping of dataset: root, got {type(m).__name__}")
     return [(str(k), str(v), str(f)) for k, v in m.items()]
 

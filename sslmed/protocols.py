@@ -18,7 +18,7 @@ from .core import atomic_path, files_digest, project_root
 from .data.core import DataError, Quarantine, ReaderDataset
 from .domain import get_domain, list_domains
 from .features import dataset_labels
-from .config import TrainConfig, recipe, saved_config
+from .config import TrainConfig, recipe, saved_config, load_yaml
 from .runs import load_backbone, code_digest, run_dir, same_run
 from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
@@ -70,7 +70,7 @@ def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
     cards = []
     for d in (list_domains() if domains is None else domains):
         dom, f = get_domain(d), Path(root or project_root()) / "recipes" / recipe_profile(profile) / f"{d}.yaml"
-        methods = sorted((yaml.safe_load(f.read_text()) or {}).get("methods") or {}) if f.is_file() else []
+        methods = sorted(load_yaml(f).get("methods") or {}) if f.is_file() else []
         name = _data_kw(d, profile, root)[0]
         for n in [*(recipe(d, m, recipe_profile(profile), root=root).dataset for m in methods), dom.eval_dataset.get(name, (name, {}))[0]]:
             if n not in dom.cards: raise ValueError(f"domain {d!r} names no data card for its dataset {n!r} (Domain.cards)")
@@ -525,7 +525,7 @@ def profile_datasets(profile: str = "full", root=None) -> list[dict]:
     for d in list_domains():
         f = root / "recipes" / recipe_profile(profile) / f"{d}.yaml"
         if not f.is_file(): continue
-        methods = sorted((yaml.safe_load(f.read_text()) or {}).get("methods") or {})
+        methods = sorted(load_yaml(f).get("methods") or {})
         for m in methods:
             cfg = recipe(d, m, recipe_profile(profile), root=root)
             if cfg.dataset != "phantom": add(_spec(d, cfg.dataset, {k: v for k, v in cfg.data.items() if k != "n"}, f"pretrain {m}"))

@@ -19,7 +19,7 @@ from fastcore.script import call_parse
 from torch import nn, Tensor
 from .core import atomic_path
 from .domain import get_domain, list_domains, seed_overrides
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, load_yaml
 from .config import recipe as _recipe  # `train`'s --recipe names the domain
 from .runs import (rng_state, set_rng_state, save_checkpoint, load_checkpoint, save_backbone, load_encoder_weights,
                          check_out_dir, resume_checkpoint, open_run_dir, RunLogger, CheckpointError, RunLocked, run_lock,
@@ -508,7 +508,7 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
     if config: cfg = TrainConfig.from_yaml(config, over)
     else:
         if seed_config:  # the seed's keys translated for the method (which the seed's config may name itself)
-            method, seed_over = translate_seed(recipe, yaml.safe_load(open(seed_config)) or {}, method, seed_config)
+            method, seed_over = translate_seed(recipe, load_yaml(seed_config), method, seed_config)
             over = seed_over + over
         if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = _recipe(recipe, method, profile, over)
