@@ -76,6 +76,25 @@ def test_slurm_rerun_resubmits_only_missing_runs(slurm_root):
     assert (root / lost / "backbone.pt").is_file()
 
 
+def test_slurm_submit_driver_runs_the_paper_as_a_job(slurm_root):
+    "`--submit-driver` returns at once with a job id; that CPU job runs the paper, which finds both runs finished and reuses them."
+    root, _ = slurm_root
+    before, mtime = len(submissions(root)), (root / "figures" / PROFILE / "manifest.json").stat().st_mtime_ns
+    r = paper(root, "--submit-driver", timeout=120)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    job = r.stdout.split("submitted the driver as SLURM job ")[1].split(";")[0]
+    for _ in range(900):   # the driver waits on its own jobs: at most 15 minutes
+        if not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(): break
+        time.sleep(1)
+    new = submissions(root)[before:]
+    assert [s["kind"] for s in new][0] == "driver" and new[0]["jobs"] == [job], new
+    train = [s for s in new if s["kind"] == "train"]
+    assert all(s["jobs"] == [] or s.get("reused") == 2 for s in train), train      # nothing retrained: both runs were finished
+    log = next((root / "runs/slurm" / PROFILE / "driver" / job).glob("*_log.out"))
+    assert "main_results" in log.read_text(), log.read_text()[-3000:]               # the paper ran inside the job
+    assert (root / "figures" / PROFILE / "manifest.json").stat().st_mtime_ns >= mtime
+
+
 def test_slurm_failed_job_names_job_id_and_log(slurm_root):
     "A corrupt recipe (a method argument LeJEPA does not take) fails its job; the notebook and the summary name the job and its log."
     root, _ = slurm_root
