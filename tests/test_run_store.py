@@ -8,12 +8,9 @@ import torch
 from sslmed.config import TrainConfig
 from sslmed.runs import RunLocked, load_checkpoint, lock_holder
 from sslmed.train import fit, build_dataset, RunStopped, ensure_trained
+from test_run_safety import BASE as SAFETY_BASE, ENV
 
-BASE = dict(domain="ecg", dataset="phantom", data=dict(n=32, fs=100), method="lejepa", encoder="vit1d_tiny",
-            encoder_kw=dict(patch_size=25, depth=1), views=dict(crop=250, fs=100, n_global=2, n_local=0),
-            method_kw=dict(proj_hidden=32, proj_dim=16, num_slices=32, proj_norm="ln"), steps=8, batch_size=8,
-            lr=1e-3, log_every=1, ckpt_every=3, progress=False, seed=3)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+BASE = {**SAFETY_BASE, "steps": 8, "ckpt_every": 3}  # the run-safety tests' tiny ECG run, long enough to stop mid-way
 
 def cfg(out, **over): return TrainConfig.from_dict({**BASE, "out_dir": str(out), **over})
 
