@@ -16,7 +16,8 @@ from .selective import SelectiveResult
 # %% auto #0
 __all__ = ['ECG_SHOWN_LEADS', 'categories', 'label_names', 'class_examples', 'top_class_examples', 'show_input', 'view_grid',
            'linear_head', 'cam_maps', 'cam_grid', 'probe_classifier', 'cam_methods', 'selective_probe', 'spectrum_row',
-           'plot_spectra', 'embedding_2d', 'map_grid', 'plot_risk_coverage', 'grid_rows', 'phantom_grid']
+           'plot_spectra', 'negative_control', 'embedding_2d', 'map_grid', 'plot_risk_coverage', 'grid_rows',
+           'phantom_grid']
 
 # %% ../nbs/43_reports.ipynb #f2031282
 def categories(y, names=None) -> tuple[np.ndarray, dict[int, str]]:
@@ -219,6 +220,21 @@ def plot_spectra(spectra: dict, title: str | None = None):
     axes[0, 0].set_ylabel("singular value / sum")
     if title: fig.suptitle(title, fontsize=8)
     return fig
+
+# %% ../nbs/43_reports.ipynb #1010c5bc
+def negative_control(table, method: str = "lejepa", reference: str = "lejepa λ=0") -> "pd.DataFrame":
+    "Per domain, `method` against its λ = 0 `reference` in an F3 table: 'holds' when its rank is higher and its statistic lower."
+    import pandas as pd
+    t = table.set_index(["domain", "method"])
+    rows = []
+    for d in dict.fromkeys(table.domain):
+        if (d, method) not in t.index or (d, reference) not in t.index: continue
+        a, z = t.loc[(d, method)], t.loc[(d, reference)]
+        ok = a.effective_rank > z.effective_rank and a.sigreg_standardized < z.sigreg_standardized
+        rows.append(dict(domain=d, rank=a.effective_rank, rank_ref=z.effective_rank, sigreg_std=a.sigreg_standardized,
+                         sigreg_std_ref=z.sigreg_standardized, verdict="holds" if ok else "fails"))
+    if not rows: raise ValueError(f"no domain has both {method!r} and {reference!r} rows: the negative control needs both")
+    return pd.DataFrame(rows)
 
 # %% ../nbs/43_reports.ipynb #a8aabb45
 def embedding_2d(x, kind: str = "pca", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
