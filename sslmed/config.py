@@ -73,7 +73,9 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "betas": (lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-    "warmup_steps": _at_least(0), "steps": _at_least(1), "batch_size": _at_least(1), "accum_steps": _at_least(1),
+    "warmup_steps": _at_least(0), "steps": _at_least(1),
+    "epochs": (lambda v: v is None or 0 < v < math.inf, "null or > 0 and finite"),
+    "warmup_epochs": (lambda v: v is None or 0 <= v < math.inf, "null or >= 0 and finite"), "batch_size": _at_least(1), "accum_steps": _at_least(1),
     "grad_clip": (lambda v: v is None or 0 < v < math.inf, "null (no clipping) or > 0"),
     "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "swa_start": (lambda v: 0 <= v < 1, "a fraction of the steps in [0, 1)"),
@@ -156,6 +158,8 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # two in [0, 1): AdamW
     warmup_steps: int = 0               # >= 0
     steps: int = 100                    # total optimisation steps, >= 1
+    epochs: float | None = None         # > 0: steps = ceil(epochs × dataset items / (batch_size × accum_steps × processes)), set at run start (seed 004's max_epochs)
+    warmup_epochs: float | None = None  # >= 0: warmup_steps from epochs the same way, set at run start
     batch_size: int = 32                # per process and micro-batch, >= 1
     accum_steps: int = 1                # micro-batches per optimiser step, >= 1: a step sees batch_size × accum_steps × processes
                                         # samples. Equal to one step on that large batch only for losses that are means over
