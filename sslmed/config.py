@@ -14,8 +14,8 @@ from .core import rehearsed_profile
 from .domain import list_domains
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'ConfigError', 'DuplicateKeyError', 'UniqueKeyLoader', 'load_yaml', 'device_unavailable', 'check_config',
-           'TrainConfig', 'parse_override', 'apply_overrides', 'saved_config', 'recipes_dir', 'recipe']
+__all__ = ['OPTIMIZERS', 'ConfigError', 'DuplicateKeyError', 'UniqueKeyLoader', 'load_yaml', 'device_unavailable', 'value_fits',
+           'check_config', 'TrainConfig', 'parse_override', 'apply_overrides', 'saved_config', 'recipes_dir', 'recipe']
 
 # %% ../nbs/21_config.ipynb #a1c0e001
 class ConfigError(ValueError):
@@ -113,6 +113,10 @@ def _type_ok(v, tp) -> bool:
     if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
     if tp is int: return isinstance(v, int) and not isinstance(v, bool)
     return isinstance(v, origin or tp)
+
+def value_fits(v, tp) -> bool:
+    "Whether `v` is a value of the annotation `tp` (`int | None`, `float` taking ints, `dict`, …): the type check of every config."
+    return _type_ok(v, tp)
 
 def check_config(cfg):
     "Check every key's type, then its range, then the keys that exclude each other; `ConfigError` names the key and value."

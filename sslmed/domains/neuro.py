@@ -39,14 +39,14 @@ from ..data.core import cache_root
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
-           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine',
-           'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file',
-           'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom',
-           'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
-           'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
-           'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'is_mr', 'SeriesViews',
-           'weighted_windows', 'volume_views', 'neuro_eval', 'window_stats', 'neuro_norm_stats', 'neuro_backbone',
-           'neuro_seed_overrides']
+           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_CLASSIFY_KEYS', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom',
+           'check_affine', 'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti',
+           'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
+           'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
+           'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies',
+           'write_neuro_fixture', 'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'is_mr',
+           'SeriesViews', 'weighted_windows', 'volume_views', 'neuro_eval', 'window_stats', 'neuro_norm_stats',
+           'neuro_backbone', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -1034,10 +1034,31 @@ def neuro_backbone(s: dict, method=None) -> dict:
     enc = _one_of(_VITS, "vision_backbone_cf.which")(s[_BB + "which"])
     return {"encoder": enc, **({"encoder_kw.depth": 12} if s[_BB + "which"] == "vit_tiny" and _BB + "params.depth" not in s else {})}
 
-CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which "
-    "`sslmed train` does not train: it pretrains backbones. The study-level AB-MIL head, both pooler_cf modes (classify_then_aggregate, "
-    "aggregate_then_classify), is fit on the frozen backbone's features and scored per study by `sslmed.mil.study_mil` in the full "
-    "profile's evaluation: pretrain with VisionPretrainingSystem, then evaluate the run")
+CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which a "
+    "pretraining config cannot hold: give the classification settings in a config of their own (system.which: VisionClassificationSystem), "
+    "which `sslmed train --recipe neuro --seed-config FILE` trains through `sslmed.mil_train.classify_from_seed` (NEURO_CLASSIFY_KEYS)")
+
+def _seed_loss(v) -> str:
+    "Seed 004's classification `loss_cf.which`: bce or ce; the regression losses need a continuous label the domain does not have."
+    if str(v) in ("bce", "ce"): return str(v)
+    raise ValueError(f"seed key 'system.params.loss_cf.which' is {v!r}: mse, mae and rmse regress a continuous label, and the domain's "
+                     f"study labels are 0/1 findings; use bce (multi-label) or ce (multiclass)")
+
+_MH = "system.params.model_hyperparams."
+NEURO_CLASSIFY_KEYS = {   # seed 004's classification config -> sslmed.mil_train.ClassifyConfig
+    "system.which": Fixed("VisionClassificationSystem", "a classification config trains the study-level AB-MIL head"),
+    _MH + "pooler_cf.which": ("mode", _one_of({"classify_then_aggregate": "instance", "aggregate_then_classify": "aggregate"}, "pooler_cf.which")),
+    _MH + "proj_params.out_dim": ("out_dim", int), "system.params.loss_cf.which": ("loss", _seed_loss),
+    "system.params.enable_aug": Fixed(False, "the frozen backbone embeds each series once (features cached); augmenting would re-embed every epoch"),
+    "system.params.opt_cf.which": Fixed("adamw", "the head trains with AdamW"),
+    "system.params.opt_cf.params.lr": ("lr", float), "system.params.opt_cf.params.weight_decay": ("weight_decay", float),
+    "training.trainer_params.max_epochs": ("epochs", int), "training.load_backbone.ckpt_path": ("backbone", str),
+    "training.load_backbone.remove_prefix": Ignored("an sslmed backbone file holds the encoder alone"),
+    "training.trainer_params.precision": Ignored("the head trains in float32 on cached features: precision changes only speed"),
+    "data.data_dir": "data_root", "data.raw_data_dir": "data_root", "data.cache_dir": "data.cache_dir",
+    "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
+    _LD + "batch_size": ("batch_size", int), "loader.train.batch_size": ("batch_size", int),
+    "infra.num_gpus": Ignored("the head trains in one process"), "infra.num_nodes": Ignored("the head trains in one process")}
 
 def _classification(key: str, pretraining: dict | None = None) -> Callable:
     "A translation of `key` through `pretraining` (value -> sslmed value); seed 004's classification settings are refused with the reason."
@@ -1070,10 +1091,10 @@ NEURO_SEED_KEYS = {
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
     "system.params.opt_cf.params.lr": "lr", "system.params.opt_cf.params.weight_decay": "weight_decay",
     "system.params.schd_cf.which": Fixed("cos_linear_warmup", "the trainer always warms up linearly, then decays by a cosine"),
-    "system.params.schd_cf.params.num_warmup_steps": Fixed(None, "sslmed counts optimiser steps: set warmup_steps"),
+    "system.params.schd_cf.params.num_warmup_steps": ("warmup_epochs", float),   # epochs, as steps at run start (resolve_run)
     "system.params.schd_cf.params.num_cycles": Fixed(0.5, "one half cosine from the peak to 0"),
     "system.params.schd_cf.params.ipe_scale": Fixed(1.0, "the schedule spans exactly the run's steps"),
-    "training.trainer_params.max_epochs": Fixed(None, "sslmed counts optimiser steps: set steps = epochs × series / batch_size"), "training.trainer_params.gradient_clip_val": "grad_clip",
+    "training.trainer_params.max_epochs": ("epochs", float), "training.trainer_params.gradient_clip_val": "grad_clip",   # steps = ceil(epochs × series / (batch_size × processes)) at run start
     "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
     "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": Fixed(None, "sslmed checkpoints every ckpt_every steps: set ckpt_every"),
     "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": Ignored("an sslmed checkpoint records its backbone's prefix"),
@@ -1098,6 +1119,7 @@ DOMAIN = register_domain(Domain(
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
     eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
     fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS, norm_stats=neuro_norm_stats,
+    classify_keys=NEURO_CLASSIFY_KEYS,
     cards={"phantom": "phantom_neuro", "neuro_studies": "neuro_studies"},
     checks=dict(phantom=dict(size=32, n_series=1), views=dict(size=8, local_size=4, n_local=1),  # one series per study: independent items
                 shapes=[(1, 8, 8, 8)] * 2 + [(1, 4, 4, 4)], unit_range=True, labels={"findings": 0.4})))
