@@ -161,7 +161,8 @@ def save_classifier(out, c: ClassifyConfig, head, res, identity: dict, n_studies
     "Write head.pt (weights, config, identity, metrics) atomically, then metrics.json and config.yaml; return the summary."
     out = Path(out)
     metrics = {k: float(v) for k, v in res.metrics.items() if isinstance(v, (int, float, np.floating))}
-    summary = {"out_dir": str(out), "mode": c.mode, "metrics": metrics, **n_studies, "best_epoch": res.best_epoch}
+    losses = [round(float(v), 6) for v in res.history["train_loss"]] if res.history is not None else []
+    summary = {"out_dir": str(out), "mode": c.mode, "metrics": metrics, **n_studies, "best_epoch": res.best_epoch, "train_loss": losses}
     save_checkpoint(out / "head.pt", head=head.state_dict(), head_kw=dict(dim=head.dim, hidden=head.V.out_features, n_classes=head.n_classes, mode=head.mode),
                     config=asdict(c), identity=identity, summary=summary)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1, default=str))
@@ -216,8 +217,10 @@ def classify_config(domain: str, seed_cfg: dict, profile: str = "smoke", overrid
     return ClassifyConfig(**d)
 
 def classify_from_seed(domain: str, seed_cfg: dict, profile: str = "smoke", overrides=(), source: str = "seed config", store=None, device="cpu") -> dict:
-    "Train the classifier a seed's classification config describes (see `classify_config`) in the run store under `store`; its summary."
-    return train_classifier(classify_config(domain, seed_cfg, profile, overrides, source), device=device, store=store)
+    "Train the classifier a seed's classification config describes (see `classify_config`) in the run store under `store`, or in `out_dir=` among the overrides."
+    out = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == "out_dir"]
+    over = [o for o in overrides if o.split("=", 1)[0].strip() != "out_dir"]
+    return train_classifier(classify_config(domain, seed_cfg, profile, over, source), out_dir=(out or [None])[-1], device=device, store=store)
 
 # %% ../nbs/38_mil_train.ipynb #a1c377da
 def classify_cli(backbone=None, seed_config=None, domain=None, mode=None, profile=None, seed=None, out=None, device="cpu", overrides=()) -> dict:

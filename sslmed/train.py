@@ -539,9 +539,9 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
         if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = _recipe(recipe, method, profile, over)
     in_store = bool(recipe) and not any(o.split("=", 1)[0].strip() == "out_dir" for o in over)
-    ds = build_dataset(cfg) if needs_data(cfg) else None   # epochs, norm_stats: auto: fixed before the run's folder is named
+    if in_store: cfg.out_dir = str(run_dir(cfg, profile))  # named by the config as given, as `sslmed.protocols.pretrain` names it
+    ds = build_dataset(cfg) if needs_data(cfg) else None   # epochs, norm_stats: auto: fixed before the run starts (and saved)
     if ds is not None: resolve_run(cfg, ds, launched_world() or declared_world(cfg) or 1)
-    if in_store: cfg.out_dir = str(run_dir(cfg, profile))
     try: res = ensure_trained(cfg, dataset=ds) if in_store else fit(cfg, ds)
     except RunStopped as e:
         print(f"sslmed train: {e}", file=sys.stderr)

@@ -115,3 +115,29 @@ def test_seed_004_token_size_is_an_encoder_option(patch, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert math.isfinite(_fit(cfg)["best"])
+
+
+def test_file_name_window_chooses_the_training_window_on_the_fixture(tmp_path):
+    "The reader's window label (from the file names) reaches the views through the trainer's make_views: a series named "
+    "`..._BoneWindow...` is always seen through the bone window (checked against the reader's own window_hu), the others draw."
+    from sslmed.domains.neuro import WINDOWS, window_hu
+    from sslmed.train import make_views
+    write_neuro_fixture(tmp_path / "neuro")
+    ds = NeuroStudies(tmp_path / "neuro", spacing=(6, 6, 6), max_crop_size=(4, 4, 4), patch_size=8)
+    x, lab = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    names = [it["path"].name for it in ds.items]
+    bone = [i for i, n in enumerate(names) if "bone" in n.lower()]
+    assert [names[i] for i in bone] == ["ct_BoneWindow.nii.gz"] and lab["window"][bone].tolist() == [2]
+    views = volume_views(16, n_global=1, windows=["brain", "blood", "bone"], window_probs=[0.7, 0.15, 0.15], augment=False)
+    pick, seen = views.global_tf.tfs[1], {i: set() for i in range(len(ds))}
+    for step in range(30):
+        make_views(views, x, seed=0, step=step, offset=0, chunk=len(x), meta=lab)
+        for i, w in enumerate(pick.last): seen[i].add(w)
+    named = {i: ["brain", "blood", "bone"][int(w)] for i, w in enumerate(lab["window"]) if w >= 0 and not ds.items[i]["modality"] == "mri"}
+    assert named and all(seen[i] == {w} for i, w in named.items())                          # always its own window
+    assert any(len(seen[i]) > 1 for i in range(len(ds)) if i not in named)                  # the others draw by window_probs
+    pick.named = [named.get(i) for i in range(len(ds))]                                       # the window op itself, on the series
+    got = pick.apply(x, torch.Generator().manual_seed(0))
+    for i, w in named.items():
+        want = torch.from_numpy(window_hu(x[i].numpy().astype(np.float64), *WINDOWS[w])).float() / 255
+        assert (got[i] - want).abs().max() <= 0.5 / 255 + 1e-6, (names[i], w)
