@@ -218,11 +218,12 @@ def classify(backbone: str = None,  # a pretraining run folder, or a backbone fi
              seed: int = None,  # the head's seed (weights, batches, validation split)
              out: str = None,  # the classifier's folder (default: runs/classify/<profile>/<domain>/<mode>_s<seed>_<key>)
              device: str = "cpu",  # where the backbone embeds and the head trains
+             overwrite: bool = False,  # replace another classifier in --out
              set: Annotated[str, "KEY=VALUE overrides of ClassifyConfig keys", {"nargs": "+", "action": "extend"}] = None):
     "Train a study-level AB-MIL classifier on a run's frozen backbone (seed 004's VisionClassificationSystem); prints its AUROC per finding."
     import json
     from sslmed.mil_train import classify_cli
-    print(json.dumps(classify_cli(backbone, seed_config, domain, mode, profile, seed, out, device, set or []), default=str))
+    print(json.dumps(classify_cli(backbone, seed_config, domain, mode, profile, seed, out, device, set or [], overwrite), default=str))
     return 0
 
 # %% ../nbs/46_cli.ipynb #17da3870

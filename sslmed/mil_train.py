@@ -185,13 +185,15 @@ def predict_studies(head, bags, task: str = "multilabel") -> np.ndarray:
     with torch.no_grad(): return task_probs(head(h, m).logits, task).numpy()
 
 # %% ../nbs/38_mil_train.ipynb #af038e49
-def train_classifier(c: ClassifyConfig, root=None, out_dir=None, device="cpu", store=None) -> dict:
+def train_classifier(c: ClassifyConfig, root=None, out_dir=None, device="cpu", store=None, overwrite: bool = False) -> dict:
     "Train (or reuse) the classifier `c` in its run folder (in the run store under `store`, or `out_dir`): frozen backbone, cached series features, AB-MIL head per study."
     cfg = saved_config(backbone_file(c.backbone).parent / "config.yaml")
     out, ident = Path(out_dir or classify_dir(c, cfg.domain, store)), classify_identity(c)
     with run_lock(out), torch.random.fork_rng(devices=[]):   # building the encoder draws from torch's RNG: the caller's is kept
-        if (out / "head.pt").is_file() and load_checkpoint(out / "head.pt").get("identity") == ident:
-            return {**load_checkpoint(out / "head.pt")["summary"], "reused": True}
+        if (out / "head.pt").is_file():
+            old = load_checkpoint(out / "head.pt")
+            if old.get("identity") == ident: return {**old["summary"], "reused": True}
+            if not overwrite: raise FileExistsError(f"{out} holds another classifier (its config, backbone or code differ): choose another out_dir or overwrite")
         key, task, k = label_task(c, cfg.domain, eval_name(c, cfg.domain, root))
         ftr, fte, _ = series_features(c, root, device, store)
         study_key = get_domain(cfg.domain).study_key or "study"
@@ -223,7 +225,8 @@ def classify_from_seed(domain: str, seed_cfg: dict, profile: str = "smoke", over
     return train_classifier(classify_config(domain, seed_cfg, profile, over, source), out_dir=(out or [None])[-1], device=device, store=store)
 
 # %% ../nbs/38_mil_train.ipynb #a1c377da
-def classify_cli(backbone=None, seed_config=None, domain=None, mode=None, profile=None, seed=None, out=None, device="cpu", overrides=()) -> dict:
+def classify_cli(backbone=None, seed_config=None, domain=None, mode=None, profile=None, seed=None, out=None, device="cpu", overrides=(),
+                 overwrite: bool = False) -> dict:
     "What `sslmed classify` runs: a `ClassifyConfig` from a seed config and/or the flags (flags and `overrides` win), trained in its folder."
     sc = load_yaml(seed_config) if seed_config else {}
     over = [*([f"backbone={backbone}"] if backbone else []), *([f"mode={mode}"] if mode else []), *([f"seed={seed}"] if seed is not None else []), *overrides]
@@ -233,4 +236,4 @@ def classify_cli(backbone=None, seed_config=None, domain=None, mode=None, profil
     cfg = saved_config(backbone_file(src).parent / "config.yaml")
     profile = profile or ("smoke" if cfg.dataset == "phantom" else "full")
     c = classify_config(domain or cfg.domain, sc, profile, over, seed_config or "flags") if sc else ClassifyConfig(**apply_overrides({"profile": profile}, over, typing.get_type_hints(ClassifyConfig)))
-    return train_classifier(c, out_dir=out, device=device)
+    return train_classifier(c, out_dir=out, device=device, overwrite=overwrite)
