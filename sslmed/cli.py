@@ -142,7 +142,7 @@ def check_data(profile: str = "full",  # whose datasets to open (the recipes in 
     return 1 if (summary.error != "").any() else 0
 
 # %% ../nbs/46_cli.ipynb #e5ebae16
-from .train import train  # one function behind `sslmed train` and `python -m sslmed.train`
+from .train import train  # `python -m sslmed.train` (what torchrun starts); `sslmed train` is `train_command`, which also takes a classification config
 
 # %% ../nbs/46_cli.ipynb #18d3ff09
 @call_parse

@@ -1036,7 +1036,8 @@ def neuro_backbone(s: dict, method=None) -> dict:
 
 CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which a "
     "pretraining config cannot hold: give the classification settings in a config of their own (system.which: VisionClassificationSystem), "
-    "which `sslmed train --recipe neuro --seed-config FILE` trains through `sslmed.mil_train.classify_from_seed` (NEURO_CLASSIFY_KEYS)")
+    "which `sslmed train --recipe neuro --seed-config FILE` (the sslmed command; `python -m sslmed.train`, what torchrun starts, pretrains "
+    "only) or `sslmed classify --seed-config FILE` trains through `sslmed.mil_train.classify_from_seed` (NEURO_CLASSIFY_KEYS)")
 
 def _seed_loss(v) -> str:
     "Seed 004's classification `loss_cf.which`: bce or ce; the regression losses need a continuous label the domain does not have."
