@@ -50,12 +50,12 @@ def _data_kw(domain: str, profile: str, root=None) -> tuple[str, dict]:
     return cfg.dataset, kw
 
 def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None):
-    "A (train, test) pair for probing: phantoms with disjoint seeds, or the real dataset's own splits."
+    "A (train, test) pair for probing: two fixed phantom draws (the same for every `seed`, as a real dataset's splits are), or the real dataset's own splits."
     dom = get_domain(domain)
     name, kw = _data_kw(domain, profile, root)
     if name == "phantom":
         sizes, make = dom.sizes(profile), dom.datasets["phantom"]
-        return make(seed=10_000 + seed, n=sizes["train"], **kw), make(seed=20_000 + seed, n=sizes["test"], **kw)
+        return make(seed=10_000, n=sizes["train"], **kw), make(seed=20_000, n=sizes["test"], **kw)  # seeds vary training, the bootstrap the test set
     name, extra = dom.eval_dataset.get(name, (name, {}))  # pretraining-only sets are evaluated on the domain's labelled set
     root_dir = os.environ.get(root_env(name))
     if not root_dir: raise ValueError(f"evaluation on {name!r} needs ${root_env(name)} (see data_cards/)")
@@ -367,7 +367,7 @@ def task_datasets(domain: str, task: str, profile: str = "smoke", seed: int = 0,
     base, kw = _data_kw(domain, profile, root)
     if base == "phantom":
         train, test = eval_datasets(domain, profile, seed, root)
-        return train, dom.datasets["phantom"](seed=30_000 + seed, n=dom.sizes(profile)["test"], **kw), test, spec
+        return train, dom.datasets["phantom"](seed=30_000, n=dom.sizes(profile)["test"], **kw), test, spec
     root_dir = data_dir or os.environ.get(root_env(name))
     if not root_dir: raise ValueError(f"fine-tuning on {name!r} needs ${root_env(name)} (see data_cards/)")
     kw = {**{k: v for k, v in kw.items() if k != "split"}, **dom.eval_dataset.get(base, (name, {}))[1], **spec["data"]}
