@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/protocols.html.md"""
 
 # %% ../nbs/40_protocols.ipynb #164a67fa
 from __future__ import annotations
-import dataclasses, hashlib, importlib, json, os
+import dataclasses, hashlib, importlib, json, os, re
 from collections import Counter
 import numpy as np
 from pathlib import Path
@@ -28,10 +28,10 @@ __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 
            'profile_cards', 'external_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'run_path',
            'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external',
            'external_rows', 'default_jobs', 'register_executor', 'parallel_map', 'local_map', 'grid_cell', 'run_cells',
-           'run_grid', 'headline', 'mean_sd_table', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
-           'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets',
-           'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data',
-           'fixture_writer', 'write_fixtures']
+           'run_grid', 'headline', 'mean_sd_table', 'snapshots', 'spread', 'learning_curves', 'linear_head',
+           'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
+           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -323,6 +323,38 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
     t = g.pivot_table(index=index, columns=list(columns), values="cell", aggfunc="first")
     t.columns = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in t.columns]
     return t.reset_index()
+
+# %% ../nbs/40_protocols.ipynb #2ad1f16e
+_SNAPSHOT = re.compile(r"backbone_step(\d+)\.pt")
+
+def snapshots(run_dir) -> dict[int, str]:
+    "Step -> file of a run's kept backbones (`backbone_step<k>.pt`), plus `backbone.pt` at its last step if no snapshot is there."
+    run_dir = Path(run_dir)
+    out = {int(m[1]): p.name for p in run_dir.iterdir() if (m := _SNAPSHOT.fullmatch(p.name))}
+    last = load_run(run_dir)[0].steps
+    if last not in out and (run_dir / "backbone.pt").is_file(): out[last] = "backbone.pt"
+    if not out: raise FileNotFoundError(f"{run_dir} holds neither backbone.pt nor backbone_step<k>.pt: is the run finished?")
+    return dict(sorted(out.items()))
+
+def spread(steps, points: int | None = None) -> list[int]:
+    "At most `points` of `steps` (sorted), evenly spaced by rank with the first and the last kept; all of them when None."
+    steps = sorted(steps)
+    if points is None or len(steps) <= points: return steps
+    if points < 2: raise ValueError(f"points must be None or >= 2 (the first and the last snapshot), got {points}")
+    return [steps[i] for i in np.round(np.linspace(0, len(steps) - 1, points)).astype(int)]
+
+# %% ../nbs/40_protocols.ipynb #26969139
+def learning_curves(runs, profile: str = "smoke", points: int | None = None, root=None, jobs: int | None = None) -> pd.DataFrame:
+    "Linear-probe headline score of each run's snapshots (at most `points` per run): a row per (domain, method, seed, step, probe, label)."
+    calls = []
+    for run in runs:
+        seed, snaps = load_run(run)[0].seed, snapshots(run)
+        calls += [(step, dict(run_dir=str(run), profile=profile, seed=seed, probes=("linear",), root=str(root) if root else None,
+                              checkpoint=snaps[step])) for step in spread(snaps, points)]
+    if not calls: raise ValueError("learning_curves needs at least one run folder")
+    rows = parallel_map(evaluate, [kw for _, kw in calls], jobs)
+    r = headline(pd.concat([df.assign(step=step) for (step, _), df in zip(calls, rows)], ignore_index=True))
+    return r[["domain", "method", "seed", "step", "probe", "label", "metric", "score"]]
 
 # %% ../nbs/40_protocols.ipynb #14c85a42
 def linear_head(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
