@@ -296,12 +296,23 @@ def _plan_dynamics(p, profile, root):
     n_ck = sum(c.steps // c.keep_every + 1 if c.keep_every else 1 for c in cfgs)  # backbone_step<k>.pt at 0, k, 2k, …
     return runs + snap, {"probe (checkpoint)": n_ck}
 
+def _kept_steps(cfg) -> list[int]:
+    "The steps whose backbone a run of `cfg` keeps: 0, k, 2k, … (`keep_every` k) and its last step (`backbone.pt`)."
+    return sorted({*(range(0, cfg.steps + 1, cfg.keep_every) if cfg.keep_every else ()), cfg.steps})
+
+def _plan_curves(p, profile, root):
+    from sslmed.protocols import spread
+    runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in p["seeds"]]
+    base = [dict(domain=d, method="random", seed=s, overrides=_po(p)) for d in p["domains"] for s in p["seeds"]]
+    n_ck = sum(len(spread(_kept_steps(run_path(profile=profile, root=root, **kw)[0]), p["points"])) for kw in runs)
+    return runs + base, {"probe (checkpoint)": n_ck, "probe (grid cell)": len(base)}
+
 def _plan_views(p):
     return [dict(domain=d, method=m, seed=p["seed"], overrides=_po(p)) for d, m in p["cam_runs"].items()], {"CAM probe (driver)": len(p["cam_runs"])}
 
 PLANNERS = {"main_results": _plan_main, "embeddings": _plan_embeddings, "label_efficiency": _plan_label_efficiency,
             "lambda_sweep": _plan_lambda, "selective_prediction": _plan_selective, "sigreg_design": _plan_design,
-            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views}
+            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views, "learning_curves": _plan_curves}
 
 # %% ../nbs/41_executors.ipynb #25d8fcc6
 def planned_calls(profile: str, params: dict, root=None) -> tuple[list[dict], list[dict]]:
