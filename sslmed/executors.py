@@ -373,11 +373,13 @@ def _views_of(views, x):
 
 def count_flops(cfg, batch: int = 2) -> tuple[float, str]:
     "FLOPs of one forward + backward per sample of `cfg`'s method at full size, and the shapes of a sample's views."
-    import torch
+    import dataclasses, torch
     from torch.utils.flop_counter import FlopCounterMode
     from sslmed.domain import get_domain
     from sslmed.train import build_method
     dom = get_domain(cfg.domain)
+    if cfg.views_kw.get("norm_stats") == "auto":  # measured when a run starts; a standardisation adds no counted FLOPs
+        cfg = dataclasses.replace(cfg, views={**cfg.views, "norm_stats": None})
     method, views = build_method(cfg, dom)
     if not method.trainable: return 0.0, ""
     if cfg.method == "triplet": batch = max(batch, 4)  # an anchor, a positive and a negative per class pair
