@@ -30,6 +30,7 @@ from .probes import *
 from .finetune import *
 from .selective import *
 from .mil import *
+from .mil_train import *
 from .spectra import *
 from .protocols import *
 from .executors import *

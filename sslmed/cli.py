@@ -19,7 +19,7 @@ if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) =
 
 # %% auto #0
 __all__ = ['COMMANDS', 'paper', 'compare_with', 'choose_executor', 'readme', 'docs', 'experiments', 'check_data', 'finetune',
-           'export', 'evaluate', 'main']
+           'export', 'evaluate', 'classify', 'train_command', 'main']
 
 # %% ../nbs/46_cli.ipynb #56c828b5
 @call_parse
@@ -142,7 +142,7 @@ def check_data(profile: str = "full",  # whose datasets to open (the recipes in 
     return 1 if (summary.error != "").any() else 0
 
 # %% ../nbs/46_cli.ipynb #e5ebae16
-from .train import train  # one function behind `sslmed train` and `python -m sslmed.train`
+from .train import train  # `python -m sslmed.train` (what torchrun starts); `sslmed train` is `train_command`, which also takes a classification config
 
 # %% ../nbs/46_cli.ipynb #18d3ff09
 @call_parse
@@ -208,6 +208,44 @@ def evaluate(run: str,  # a training run's folder (config.yaml, backbone.pt)
     print(f"\n-> {out}")
     return 0
 
+# %% ../nbs/46_cli.ipynb #4067ee4c
+@call_parse
+def classify(backbone: str = None,  # a pretraining run folder, or a backbone file in one (seed 004's training.load_backbone.ckpt_path)
+             seed_config: str = None,  # seed 004's classification YAML (system.which: VisionClassificationSystem)
+             domain: str = None,  # with --seed-config: the domain whose classify_keys translate it (default: the backbone run's)
+             mode: str = None,  # instance (classify_then_aggregate) or aggregate (aggregate_then_classify); default instance
+             profile: str = None,  # smoke/demo (phantoms) or full (the real dataset's splits); default: full for a run on real data
+             seed: int = None,  # the head's seed (weights, batches, validation split)
+             out: str = None,  # the classifier's folder (default: runs/classify/<profile>/<domain>/<mode>_s<seed>_<key>)
+             device: str = "cpu",  # where the backbone embeds and the head trains
+             overwrite: bool = False,  # replace another classifier in --out
+             set: Annotated[str, "KEY=VALUE overrides of ClassifyConfig keys", {"nargs": "+", "action": "extend"}] = None):
+    "Train a study-level AB-MIL classifier on a run's frozen backbone (seed 004's VisionClassificationSystem); prints its AUROC per finding."
+    import json
+    from sslmed.mil_train import classify_cli
+    print(json.dumps(classify_cli(backbone, seed_config, domain, mode, profile, seed, out, device, set or [], overwrite), default=str))
+    return 0
+
+# %% ../nbs/46_cli.ipynb #17da3870
+@call_parse
+def train_command(recipe: str = None,  # a domain: train with its recipe in recipes/<profile>/<domain>.yaml
+                  method: str = None,  # with --recipe: the method to train
+                  profile: str = "smoke",  # with --recipe: smoke, demo or full
+                  config: str = None,  # a YAML file of TrainConfig keys, instead of a recipe
+                  seed_config: str = None,  # with --recipe: a seed system's own YAML (pretraining, or seed 004's classification system)
+                  set: Annotated[str, "KEY=VALUE overrides, each read as its key's type (dots reach nested keys)",
+                                 {"nargs": "+", "action": "extend"}] = None):
+    "Train one method on one domain (also under torchrun), or the study classifier a seed's classification config describes."
+    import json
+    from sslmed.config import load_yaml
+    from sslmed.mil_train import is_classification_seed, classify_from_seed
+    sc = load_yaml(seed_config) if seed_config and recipe else None
+    if sc is None or not is_classification_seed(recipe, sc):
+        return train.__wrapped__(recipe=recipe, method=method, profile=profile, config=config, seed_config=seed_config, set=set)
+    if method: raise ValueError(f"sslmed train: {seed_config} configures the classification system, which trains no pretraining method: drop --method")
+    print(json.dumps(classify_from_seed(recipe, sc, profile, set or [], seed_config), default=str))
+    return 0
+
 # %% ../nbs/46_cli.ipynb #71b730e1
 def _take_data_roots(argv: list) -> list:
     "Remove `--data-root NAME=PATH …` (any command takes it) from `argv` and set the `$SSLMED_DATA_*` it names."
@@ -220,8 +258,8 @@ def _take_data_roots(argv: list) -> list:
     return _take_data_roots(argv[:i] + argv[j:])
 
 # %% ../nbs/46_cli.ipynb #a9d5a903
-COMMANDS = {"paper": paper, "train": train, "finetune": finetune, "export": export, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments,
-            "evaluate": evaluate}
+COMMANDS = {"paper": paper, "train": train_command, "finetune": finetune, "export": export, "check-data": check_data, "readme": readme, "docs": docs, "list": experiments,
+            "evaluate": evaluate, "classify": classify}
 
 def main(argv=None) -> int:
     "The `sslmed` command: `sslmed <command> [--help]`."

@@ -14,8 +14,8 @@ from .core import rehearsed_profile
 from .domain import list_domains
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'ConfigError', 'DuplicateKeyError', 'UniqueKeyLoader', 'load_yaml', 'device_unavailable', 'check_config',
-           'TrainConfig', 'parse_override', 'apply_overrides', 'saved_config', 'recipes_dir', 'recipe']
+__all__ = ['OPTIMIZERS', 'ConfigError', 'DuplicateKeyError', 'UniqueKeyLoader', 'load_yaml', 'device_unavailable', 'value_fits',
+           'check_config', 'TrainConfig', 'parse_override', 'apply_overrides', 'saved_config', 'recipes_dir', 'recipe']
 
 # %% ../nbs/21_config.ipynb #a1c0e001
 class ConfigError(ValueError):
@@ -73,7 +73,9 @@ _RANGES = {  # key: (is the value in range?, what it must be)
     "weight_decay": (lambda v: 0 <= v < math.inf, ">= 0 and finite"),
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "betas": (lambda v: len(v) == 2 and all(type(b) in (int, float) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-    "warmup_steps": _at_least(0), "steps": _at_least(1), "batch_size": _at_least(1), "accum_steps": _at_least(1),
+    "warmup_steps": _at_least(0), "steps": _at_least(1),
+    "epochs": (lambda v: v is None or 0 < v < math.inf, "null or > 0 and finite"),
+    "warmup_epochs": (lambda v: v is None or 0 <= v < math.inf, "null or >= 0 and finite"), "batch_size": _at_least(1), "accum_steps": _at_least(1),
     "grad_clip": (lambda v: v is None or 0 < v < math.inf, "null (no clipping) or > 0"),
     "precision": (lambda v: v in ("fp32", "bf16"), "fp32 or bf16"),
     "swa_start": (lambda v: 0 <= v < 1, "a fraction of the steps in [0, 1)"),
@@ -111,6 +113,10 @@ def _type_ok(v, tp) -> bool:
     if tp is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
     if tp is int: return isinstance(v, int) and not isinstance(v, bool)
     return isinstance(v, origin or tp)
+
+def value_fits(v, tp) -> bool:
+    "Whether `v` is a value of the annotation `tp` (`int | None`, `float` taking ints, `dict`, …): the type check of every config."
+    return _type_ok(v, tp)
 
 def check_config(cfg):
     "Check every key's type, then its range, then the keys that exclude each other; `ConfigError` names the key and value."
@@ -156,6 +162,8 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])  # two in [0, 1): AdamW
     warmup_steps: int = 0               # >= 0
     steps: int = 100                    # total optimisation steps, >= 1
+    epochs: float | None = None         # > 0: steps = ceil(epochs × dataset items / (batch_size × accum_steps × processes)), set at run start (seed 004's max_epochs)
+    warmup_epochs: float | None = None  # >= 0: warmup_steps from epochs the same way, set at run start
     batch_size: int = 32                # per process and micro-batch, >= 1
     accum_steps: int = 1                # micro-batches per optimiser step, >= 1: a step sees batch_size × accum_steps × processes
                                         # samples. Equal to one step on that large batch only for losses that are means over

@@ -48,6 +48,8 @@ class Domain:
     dataset_tasks: dict = field(default_factory=dict) # dataset -> {label key: Task} where a real dataset's labels differ from the phantom's
     finetune_tasks: dict = field(default_factory=dict) # labelled dataset -> {a seed's --task name: dict(label=, kind=, data=kw, splits=(train, val, test))}
     external_tests: dict = field(default_factory=dict) # labelled dataset -> {another dataset of its task: reader kw}: also a test set of its probes
+    classify_keys: dict = field(default_factory=dict) # the seed's classification-config keys -> `ClassifyConfig` keys (sslmed.mil_train), as `seed_keys`
+    norm_stats: Callable | None = None                 # (training set, views kw) -> views.norm_stats, for `views.norm_stats: auto` (measured at run start)
     finetune_augment: Callable | None = None           # () -> the batch augmentation fine-tuning uses unless told otherwise (seed 002's light one)
     cards: dict = field(default_factory=dict)         # dataset -> its card in data_cards/ (name without .md): the phantom's and every real one's
     class_key: str | None = None     # the label whose classes the phantom grids show (default: label_key)

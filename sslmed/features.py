@@ -26,7 +26,7 @@ from .data.core import dataset_labels  # (also importable from here)
 
 # %% auto #0
 __all__ = ['checkpoint_hash', 'dataset_key', 'collate_items', 'Features', 'module_device', 'read_feature_cache',
-           'extract_features']
+           'extract_features', 'Preprocessed']
 
 # %% ../nbs/31_features.ipynb #c8ceb056
 def _hash_update(h, obj, prefix: str = ""):
@@ -192,3 +192,20 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
     if path is not None:
         with atomic_path(path) as tmp: torch.save({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, tmp)
     return feats
+
+# %% ../nbs/31_features.ipynb #f374552b
+class Preprocessed(nn.Module):
+    """An encoder behind its domain's deterministic evaluation transform (CT window, fundus preprocessing, resize); a transform
+    with `groups` = k (k CT windows as channels) gets each group embedded on its own, the k embeddings concatenated."""
+    def __init__(self, encoder: nn.Module, transform):
+        super().__init__()
+        self.encoder, self.transform = encoder, transform
+        self.groups = int(getattr(transform, "groups", 1))
+        self.embed_dim = encoder.embed_dim * self.groups
+
+    def forward(self, x):
+        x = self.transform(x)
+        if self.groups == 1: return self.encoder(x)
+        B, C = x.shape[:2]
+        if C % self.groups: raise ValueError(f"the evaluation transform gave {C} channels, not a multiple of its {self.groups} groups")
+        return self.encoder(x.reshape(B * self.groups, C // self.groups, *x.shape[2:])).reshape(B, -1)

@@ -25,13 +25,13 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets',
-           'profile_cards', 'external_datasets', 'Preprocessed', 'run_device', 'as_overrides', 'run_path',
-           'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external',
-           'external_rows', 'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor',
-           'parallel_map', 'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table',
-           'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds',
-           'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value',
-           'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
+           'profile_cards', 'external_datasets', 'run_device', 'as_overrides', 'run_path', 'is_finished', 'pretrain',
+           'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
+           'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor', 'parallel_map',
+           'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'linear_head',
+           'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task', 'seed_thresholds', 'finetune_selective',
+           'finetune_cam_eval', 'profile_datasets', 'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of',
+           'scan_dataset', 'check_data', 'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -88,21 +88,7 @@ def external_datasets(domain: str, profile: str = "smoke", root=None) -> dict:
     return {n: (dom.datasets[n], {**kw, **x}) for n, x in getattr(dom, "external_tests", {}).get(name, {}).items()}
 
 # %% ../nbs/40_protocols.ipynb #9a8304f4
-class Preprocessed(nn.Module):
-    """An encoder behind its domain's deterministic evaluation transform (CT window, fundus preprocessing, resize); a transform
-    with `groups` = k (k CT windows as channels) gets each group embedded on its own, the k embeddings concatenated."""
-    def __init__(self, encoder: nn.Module, transform):
-        super().__init__()
-        self.encoder, self.transform = encoder, transform
-        self.groups = int(getattr(transform, "groups", 1))
-        self.embed_dim = encoder.embed_dim * self.groups
-
-    def forward(self, x):
-        x = self.transform(x)
-        if self.groups == 1: return self.encoder(x)
-        B, C = x.shape[:2]
-        if C % self.groups: raise ValueError(f"the evaluation transform gave {C} channels, not a multiple of its {self.groups} groups")
-        return self.encoder(x.reshape(B * self.groups, C // self.groups, *x.shape[2:])).reshape(B, -1)
+from .features import Preprocessed  # the encoder behind its evaluation transform, defined beside extract_features
 
 def run_device(cfg: TrainConfig, device=None) -> torch.device:
     "The device a run is evaluated on: `device` if given, else the run's own (`auto`: CUDA when present)."

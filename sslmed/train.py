@@ -30,10 +30,10 @@ from .optim import build_optimizer, warmup_cosine
 # %% auto #0
 __all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'first_host', 'srun_env',
            'make_views', 'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'check_world',
-           'requeued_run', 'own_out_dir', 'setup_run', 'start_run', 'next_batch', 'forward_loss', 'backward_micro',
-           'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint', 'save_checkpoints', 'save_last', 'finish_run',
-           'StopSignals', 'agreed_stop', 'RunStopped', 'requeue_job', 'stop_run', 'train_step', 'fit', 'ensure_trained',
-           'train']
+           'requeued_run', 'own_out_dir', 'epoch_steps', 'needs_data', 'resolve_run', 'setup_run', 'start_run',
+           'next_batch', 'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint',
+           'save_checkpoints', 'save_last', 'finish_run', 'StopSignals', 'agreed_stop', 'RunStopped', 'requeue_job',
+           'stop_run', 'train_step', 'fit', 'ensure_trained', 'train']
 
 # %% ../nbs/25_train.ipynb #efb826b3
 def build_dataset(cfg: TrainConfig):
@@ -93,12 +93,13 @@ def srun_env(env=None) -> dict:
                 MASTER_PORT=env.get("MASTER_PORT") or str(port))
 
 # %% ../nbs/25_train.ipynb #a1c0e028
-def make_views(multiview, x: Tensor, seed: int, step: int, offset: int, chunk: int) -> list[Tensor]:
-    "Views of a batch; samples in chunks of `chunk`, each with its own generator keyed by its global position."
-    parts = []
+def make_views(multiview, x: Tensor, seed: int, step: int, offset: int, chunk: int, meta: dict | None = None) -> list[Tensor]:
+    "Views of a batch; samples in chunks of `chunk`, each with its own generator keyed by its global position; views that ask (`uses_meta`) get the chunk's labels `meta`."
+    parts, asks = [], meta is not None and getattr(multiview, "uses_meta", False)
     for c0 in range(0, len(x), chunk):
         g = torch.Generator().manual_seed(_seed(seed, step, (offset + c0) // chunk))
-        parts.append(multiview(x[c0:c0 + chunk], generator=g))
+        kw = {"meta": {k: v[c0:c0 + chunk] for k, v in meta.items() if isinstance(v, Tensor)}} if asks else {}
+        parts.append(multiview(x[c0:c0 + chunk], generator=g, **kw))
     return [torch.cat(vs) for vs in zip(*parts)]
 
 def _to(obj, device):
@@ -174,6 +175,7 @@ class Run:
     since_log: int = 0
     t0: float = 0.0
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # out_dir's lock, held by rank 0
+    meta: typing.Any = None                  # the labels of the micro-batch just drawn (the views may read them: a series' CT window)
 
     @property
     def main(self) -> bool: return self.rank == 0
@@ -244,6 +246,25 @@ def own_out_dir(r: Run):
         if not int(ok) and err is None: err = RunLocked(f"rank 0 could not take the lock of {r.cfg.out_dir}: another run holds it")
     if err is not None: raise err
 
+# %% ../nbs/25_train.ipynb #3711af00
+def epoch_steps(epochs: float, n: int, cfg: TrainConfig, world: int = 1) -> int:
+    "Optimiser steps of `epochs` passes over `n` items at `batch_size × accum_steps × world` items a step (a last partial step counted)."
+    return math.ceil(epochs * n / (cfg.batch_size * cfg.accum_steps * world))
+
+def needs_data(cfg: TrainConfig) -> bool:
+    "Whether `cfg` leaves something to the training set (`resolve_run`)."
+    return cfg.epochs is not None or cfg.warmup_epochs is not None or cfg.views.get("norm_stats") == "auto"
+
+def resolve_run(cfg: TrainConfig, ds, world: int = 1) -> TrainConfig:
+    "Fix in `cfg` what it leaves to the training set `ds`: steps from `epochs`, warmup from `warmup_epochs`, `views.norm_stats: auto` measured."
+    if cfg.epochs is not None: cfg.steps = max(1, epoch_steps(cfg.epochs, len(ds), cfg, world))
+    if cfg.warmup_epochs is not None: cfg.warmup_steps = epoch_steps(cfg.warmup_epochs, len(ds), cfg, world)
+    if cfg.views.get("norm_stats") == "auto":
+        measure = get_domain(cfg.domain).norm_stats
+        if measure is None: raise ConfigError("views", f"config key 'views.norm_stats' is 'auto', but domain {cfg.domain!r} has no Domain.norm_stats to measure them")
+        cfg.views = {**cfg.views, "norm_stats": measure(ds, cfg.views_kw)}
+    return cfg
+
 # %% ../nbs/25_train.ipynb #4d435c95
 def setup_run(cfg: TrainConfig, dataset=None) -> Run:
     "Everything before the first step: refusals (nothing written yet), data, model, out_dir's lock, then `start_run`."
@@ -251,9 +272,10 @@ def setup_run(cfg: TrainConfig, dataset=None) -> Run:
     check_world(cfg, world)
     if requeued_run(cfg): cfg.resume = True  # a requeued SLURM job continues what it wrote before it was stopped
     check_out_dir(cfg)                       # a non-empty out_dir, a torn or mismatched checkpoint: refused here, nothing written
-    resume_checkpoint(cfg, world)
     dom = get_domain(cfg.domain)
     ds = dataset if dataset is not None else build_dataset(cfg)
+    resolve_run(cfg, ds, world)              # steps from epochs, norm_stats measured: before the resume check compares configs
+    resume_checkpoint(cfg, world)
     method, views = build_method(cfg, dom, device, world)
     r = Run(cfg, rank, world, device, Path(cfg.out_dir), dom, method, views)
     try:
@@ -297,6 +319,7 @@ def next_batch(r: Run) -> tuple[Tensor, typing.Any]:
     "The next micro-batch of this rank on the device, with the labels the method trains on (class ids for triplet mining)."
     x, labels = next(r.batches)
     x, labels = _to(x, r.device), _to(labels, r.device)
+    r.meta = labels if isinstance(labels, dict) else None
     y = labels.get(r.dom.label_key) if isinstance(labels, dict) else labels
     if y is not None and r.cfg.method == "triplet": y = as_class_ids(y)
     return x, y
@@ -304,7 +327,7 @@ def next_batch(r: Run) -> tuple[Tensor, typing.Any]:
 def forward_loss(r: Run, x: Tensor, y, step: int, j: int = 0) -> dict:
     "Views of micro-batch `j` of `step`, the method's forward pass and loss terms; `TrainingDiverged` if they are not finite."
     cfg = r.cfg
-    vs = make_views(r.views, x, cfg.seed, step, (r.rank * cfg.accum_steps + j) * cfg.batch_size, cfg.view_chunk)
+    vs = make_views(r.views, x, cfg.seed, step, (r.rank * cfg.accum_steps + j) * cfg.batch_size, cfg.view_chunk, r.meta)
     g = torch.Generator().manual_seed(_seed(cfg.seed, step, "mask", r.rank, *([j] if j else [])))
     stop = f"stopped before the optimiser step — {r.last} holds the last good state"
     try:
@@ -479,8 +502,11 @@ def _unfinished(out: Path, cfg: TrainConfig) -> bool:
     try: return (out / "last.pt").is_file() and same_run(load_checkpoint(out / "last.pt")["config"], cfg)
     except CheckpointError: return False
 
-def ensure_trained(cfg: TrainConfig, wait: float = math.inf) -> dict:
+def ensure_trained(cfg: TrainConfig, wait: float = math.inf, dataset=None) -> dict:
     "Fit `cfg` unless its out_dir holds the same finished run (`reused`); an unfinished one resumes, anything else is replaced."
+    if needs_data(cfg):  # resolved before comparing with the saved config
+        dataset = dataset if dataset is not None else build_dataset(cfg)
+        resolve_run(cfg, dataset, launched_world() or declared_world(cfg) or 1)
     out = Path(cfg.out_dir)
     alone = (launched_world() or 1) == 1  # under torchrun or srun every rank decides from the same files; fit's lock guards them
     with run_lock(out, wait) if alone else nullcontext():
@@ -489,7 +515,7 @@ def ensure_trained(cfg: TrainConfig, wait: float = math.inf) -> dict:
             return {"out_dir": str(out), "backbone": str(out / "backbone.pt"), "reused": True}
         cfg.resume = _unfinished(out, cfg)
         cfg.overwrite = not cfg.resume and bool(run_contents(out))
-        return {**fit(cfg), "reused": False}
+        return {**fit(cfg, dataset), "reused": False}
 
 # %% ../nbs/25_train.ipynb #21827f09
 from .domain import translate_seed
@@ -513,8 +539,10 @@ def train(recipe: str = None,  # a domain: train with its recipe in recipes/<pro
         if not method: raise ValueError("sslmed train: --recipe needs --method (or a --seed-config naming its method)")
         cfg = _recipe(recipe, method, profile, over)
     in_store = bool(recipe) and not any(o.split("=", 1)[0].strip() == "out_dir" for o in over)
-    if in_store: cfg.out_dir = str(run_dir(cfg, profile))
-    try: res = ensure_trained(cfg) if in_store else fit(cfg)
+    if in_store: cfg.out_dir = str(run_dir(cfg, profile))  # named by the config as given, as `sslmed.protocols.pretrain` names it
+    ds = build_dataset(cfg) if needs_data(cfg) else None   # epochs, norm_stats: auto: fixed before the run starts (and saved)
+    if ds is not None: resolve_run(cfg, ds, launched_world() or declared_world(cfg) or 1)
+    try: res = ensure_trained(cfg, dataset=ds) if in_store else fit(cfg, ds)
     except RunStopped as e:
         print(f"sslmed train: {e}", file=sys.stderr)
         raise SystemExit(0 if e.requeued else 3) from None

@@ -3,9 +3,9 @@ import json, os, re, shutil, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest, torch, yaml
 from sslmed.data.core import DataError, DataWarning, Quarantine
-from sslmed.domain import Derived, Fixed, Ignored, flatten_keys, get_domain
+from sslmed.domain import Derived, Fixed, Ignored, flatten_keys, get_domain, seed_overrides
 from sslmed.config import recipe
-from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, head_phantom, write_dicom_series, write_nifti,
+from sslmed.domains.neuro import (NeuroStudies, NEURO_SEED_KEYS, NEURO_CLASSIFY_KEYS, head_phantom, write_dicom_series, write_nifti,
                                   write_neuro_fixture, read_dicom_series, neuro_seed_overrides)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +208,11 @@ def test_parity_table_matches_the_full_recipe_and_the_seed_keys():
     for r in rows:
         assert r["parity"] in ("same", "different"), r
         if r["parity"] == "different": assert r["why"], r
+        if r["key"].startswith("classify.") or classification_row(r):   # the classification system's own translation
+            over = dict(o.split("=", 1) for o in seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])}), NEURO_CLASSIFY_KEYS))
+            if r["key"] != "—": assert yaml.safe_load(over[r["key"].removeprefix("classify.")]) == yaml.safe_load(r["value"]), (r, over)
+            assert r["parity"] == "same" and r["seed_key"] in NEURO_SEED_KEYS and refused(r), r   # pretraining still says where it goes
+            continue
         if r["seed_key"] in NEURO_SEED_KEYS:
             t = NEURO_SEED_KEYS[r["seed_key"]]
             if refused(r): assert r["parity"] == "different", r     # refused with its reason: never "same"
@@ -220,6 +225,12 @@ def test_parity_table_matches_the_full_recipe_and_the_seed_keys():
         if r["parity"] == "same" and r["seed_key"] in NEURO_SEED_KEYS and r["value"] != "—" and r["seed"] != "(open)":
             got = dict(o.split("=", 1) for o in neuro_seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])})))
             assert yaml.safe_load(got[r["key"]]) == flat[r["key"]], r
+
+def classification_row(r) -> bool:
+    "A row whose seed value only a classification config holds: refused by the pretraining translation, taken by NEURO_CLASSIFY_KEYS."
+    if r["seed_key"] not in NEURO_CLASSIFY_KEYS or r["seed"] == "(open)" or not refused(r): return False
+    seed_overrides(flatten_to_nested({r["seed_key"]: yaml.safe_load(r["seed"])}), NEURO_CLASSIFY_KEYS)   # raises if not taken
+    return True
 
 def refused(r) -> bool:
     "Whether the row's seed value is refused by the translation (an error naming the key)."

@@ -115,3 +115,49 @@ def test_seed_004_token_size_is_an_encoder_option(patch, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert math.isfinite(_fit(cfg)["best"])
+
+
+def test_file_name_window_chooses_the_training_window_on_the_fixture(tmp_path):
+    "The reader's window label (from the file names) reaches the views through the trainer's make_views: a series named "
+    "`..._BoneWindow...` is always seen through the bone window (checked against the reader's own window_hu), the others draw."
+    from sslmed.domains.neuro import WINDOWS, window_hu
+    from sslmed.train import make_views
+    write_neuro_fixture(tmp_path / "neuro")
+    ds = NeuroStudies(tmp_path / "neuro", spacing=(6, 6, 6), max_crop_size=(4, 4, 4), patch_size=8)
+    x, lab = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    names = [it["path"].name for it in ds.items]
+    bone = [i for i, n in enumerate(names) if "bone" in n.lower()]
+    assert [names[i] for i in bone] == ["ct_BoneWindow.nii.gz"] and lab["window"][bone].tolist() == [2]
+    views = volume_views(16, n_global=1, windows=["brain", "blood", "bone"], window_probs=[0.7, 0.15, 0.15], augment=False)
+    pick, seen = views.global_tf.tfs[1], {i: set() for i in range(len(ds))}
+    for step in range(30):
+        make_views(views, x, seed=0, step=step, offset=0, chunk=len(x), meta=lab)
+        for i, w in enumerate(pick.last): seen[i].add(w)
+    named = {i: ["brain", "blood", "bone"][int(w)] for i, w in enumerate(lab["window"]) if w >= 0 and not ds.items[i]["modality"] == "mri"}
+    assert named and all(seen[i] == {w} for i, w in named.items())                          # always its own window
+    assert any(len(seen[i]) > 1 for i in range(len(ds)) if i not in named)                  # the others draw by window_probs
+    pick.named = [named.get(i) for i in range(len(ds))]                                       # the window op itself, on the series
+    got = pick.apply(x, torch.Generator().manual_seed(0))
+    for i, w in named.items():
+        want = torch.from_numpy(window_hu(x[i].numpy().astype(np.float64), *WINDOWS[w])).float() / 255
+        assert (got[i] - want).abs().max() <= 0.5 / 255 + 1e-6, (names[i], w)
+
+
+def test_full_recipe_views_on_the_fixture_measure_norm_stats_at_the_start(tmp_path):
+    "The full recipe's views (norm_stats: auto, named windows) train 2 steps on the fixture's CT and MR series: the statistics are "
+    "measured on its training series when the run starts, CT's and MR's own, and saved in config.yaml."
+    import yaml
+    from sslmed.config import recipe
+    from sslmed.domains.neuro import window_stats
+    write_neuro_fixture(tmp_path / "neuro")
+    small = ["data.max_crop_size=[4, 4, 4]", "data.patch_size=8", "data.spacing=[6, 6, 6]", "data.cache_dir=null",
+             "encoder=vit3d_tiny", 'encoder_kw={"img_size": 16, "patch_size": 8, "depth": 1}', "views.size=16", "views.local_size=8",
+             'method_kw={"pred_dim": 32, "pred_depth": 1, "pred_heads": 2, "remove_background": true, "patch_drop_rate": 0.1}',
+             "batch_size=3", "sampler=random", "steps=2", "warmup_steps=0", "precision=fp32", "num_workers=0", "ckpt_every=2",
+             "progress=false", f"data_root={tmp_path / 'neuro'}", f"out_dir={tmp_path / 'run'}"]
+    cfg = recipe("neuro", "ema_jepa", "full", small)
+    assert cfg.views["norm_stats"] == "auto"
+    res = fit(cfg)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["views"]["norm_stats"]
+    ds = NeuroStudies(tmp_path / "neuro", spacing=(6, 6, 6), max_crop_size=(4, 4, 4), patch_size=8)
+    assert res["steps"] == 2 and saved == window_stats(ds, ["brain", "blood", "bone"]) and set(saved["mr"]) == {"brain", "blood", "bone"}

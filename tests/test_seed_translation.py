@@ -10,6 +10,7 @@ from sslmed.train import train as cli_train   # what `sslmed train` and `python 
 from sslmed.domain import get_domain, translate_seed
 from sslmed.encoders import create_encoder
 from sslmed.config import recipe
+from sslmed.train import resolve_run
 
 DRAWS = 40          # translated and checked per seed
 RUNS = 2            # of which started for 2 steps
@@ -109,8 +110,10 @@ def draw_004(rng: random.Random, tiny=False) -> dict:
                        "params": {"vision_backbone_cf": {"which": bb}, "loss_cf": {"which": "jepa"},
                                   "predictor_cf": {"dim": 6 * rng.choice([8, 16, 32]), "depth": rng.randint(1, 2 if tiny else 8)},
                                   "ema_beta": [round(rng.uniform(0.99, 0.999), 4), 1.0],
-                                  "opt_cf": {"which": "adamw", "params": {"lr": rng.choice([1e-4, 5e-4, 1e-3]), "weight_decay": rng.choice([0.0, 0.05])}}}},
-            "training": {"trainer_params": {"gradient_clip_val": rng.choice([0.5, 1.0, 3.0])}}}
+                                  "opt_cf": {"which": "adamw", "params": {"lr": rng.choice([1e-4, 5e-4, 1e-3]), "weight_decay": rng.choice([0.0, 0.05])}},
+                                  **({} if tiny else {"schd_cf": {"which": "cos_linear_warmup", "params": {"num_warmup_steps": rng.choice([0, 1, 2.5, 10])}}})}},
+            "training": {"trainer_params": {"gradient_clip_val": rng.choice([0.5, 1.0, 3.0]),
+                                            **({} if tiny else {"max_epochs": rng.randint(1, 400)})}}}
 
 def test_seed_004_any_value():
     rng = random.Random(4)
@@ -130,10 +133,18 @@ def test_seed_004_any_value():
             sp["predictor_cf"]["dim"], sp["predictor_cf"]["depth"], sp["ema_beta"])
         assert (cfg.lr, cfg.weight_decay, cfg.grad_clip) == (sp["opt_cf"]["params"]["lr"], sp["opt_cf"]["params"]["weight_decay"],
                                                              s["training"]["trainer_params"]["gradient_clip_val"])
+        # max_epochs and warmup: steps once the run knows its series (n) and processes (world): ceil(epochs × n / (batch × world))
+        E, W = s["training"]["trainer_params"]["max_epochs"], sp["schd_cf"]["params"]["num_warmup_steps"]
+        assert (cfg.epochs, cfg.warmup_epochs) == (E, W)
+        n, world = rng.randint(1, 200_000), rng.choice([1, 2, 4, 8, 16])
+        r = resolve_run(dataclasses.replace(cfg, views={k: v for k, v in cfg.views.items() if k != "norm_stats"}), range(n), world)
+        per_step = lt["batch_size"] * world                      # the guide accumulates no gradients
+        assert r.steps == max(1, -(-E * n // per_step)), (E, n, per_step, r.steps)
+        assert r.warmup_steps == math.ceil(W * n / per_step), (W, n, per_step, r.warmup_steps)
     cls = {"system": {"which": "VisionClassificationSystem", "params": {"model_hyperparams": {"pooler_cf": {"which": "aggregate_then_classify"},
                                                                                                "proj_params": {"out_dim": 3}}}}}
-    with pytest.raises(ValueError, match="seed key 'system.which' is 'VisionClassificationSystem': it configures seed 004's"):
-        full("neuro", None, cls)
+    with pytest.raises(ValueError, match="seed key 'system.which' is 'VisionClassificationSystem': it configures seed 004's .* `sslmed train --recipe neuro --seed-config FILE`"):
+        full("neuro", None, cls)             # a pretraining translation cannot hold it; sslmed train hands such a file to the classifier
     with pytest.raises(ValueError, match="the seed config trains 'ema_jepa', but the method asked for is 'lejepa'"):
         full("neuro", "lejepa", {"system": {"which": "VisionPretrainingSystem"}})
 
@@ -183,3 +194,19 @@ def test_seed_004_stage_two_pretraining_on_new_data(tmp_path, capsys):
     resume.write_text(yaml.safe_dump({"training": {"resume_checkpoint": str(ck)}}))
     with pytest.raises(ValueError, match="as seed 004's stage 2, start a new run with init_from instead"):
         cli_train(recipe="neuro", method="ema_jepa", profile="smoke", seed_config=str(resume), set=[*tiny, "data.n=24", f"out_dir={tmp_path / 'r'}"])
+
+
+def test_seed_004_max_epochs_run(tmp_path, capsys):
+    "max_epochs 1 and a half-epoch warmup on 8 phantom studies of 3 series at batch 16: ceil(24 / 16) = 2 steps, 1 of warmup, as the run starts."
+    f = tmp_path / "seed.yaml"
+    f.write_text(yaml.safe_dump({"system": {"which": "VisionPretrainingSystem", "params": {"vision_backbone_cf": {"which": "vit_tiny"},
+                                  "schd_cf": {"params": {"num_warmup_steps": 0.5}}}},
+                                 "loader": {"train": {"batch_size": 16, "use_study_sampler": False}},
+                                 "training": {"trainer_params": {"max_epochs": 1, "precision": "32"}}}))
+    over = TINY["neuro"] + ["num_workers=0", "progress=false", "log_every=1", "ckpt_every=1", f"out_dir={tmp_path / 'run'}"]
+    assert cli_train(recipe="neuro", profile="full", seed_config=str(f), set=over) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    n = 8 * 3                                                    # NeuroPhantom: n studies of n_series=3 series
+    assert res["steps"] == saved["steps"] == math.ceil(n / 16) == 2 and saved["warmup_steps"] == math.ceil(0.5 * n / 16) == 1
+    assert saved["epochs"] == 1 and isinstance(saved["views"]["norm_stats"], dict)   # the full recipe's norm_stats: auto, measured

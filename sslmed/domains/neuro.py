@@ -39,13 +39,14 @@ from ..data.core import cache_root
 # %% auto #0
 __all__ = ['NEURO_FINDINGS', 'HAEMORRHAGE_TYPES', 'MRI_SEQUENCES', 'TISSUES', 'MAX_SPACING_MM', 'MAX_GAP_SLICES', 'AXCODES',
            'AIR_HU', 'WINDOWS', 'MODES', 'MODALITIES', 'CT_WINDOW_NAMES', 'MODE_VALUES', 'MR_PSEUDO_HU', 'NEURO_SOURCE',
-           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom', 'check_affine',
-           'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti', 'is_dicom_file',
-           'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti', 'head_phantom',
-           'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head', 'detect_window',
-           'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies', 'write_neuro_fixture',
-           'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'weighted_windows', 'volume_views',
-           'neuro_eval', 'window_stats', 'neuro_backbone', 'neuro_seed_overrides']
+           'NEURO_LAYOUT', 'CLASSIFICATION_REFUSED', 'NEURO_CLASSIFY_KEYS', 'NEURO_SEED_KEYS', 'DOMAIN', 'NeuroPhantom',
+           'check_affine', 'raw_nifti_header', 'check_pixdim', 'nifti_volume', 'is_sheared', 'read_nifti',
+           'is_dicom_file', 'regular_slices', 'dicom_volume', 'read_dicom_series', 'write_dicom_series', 'write_nifti',
+           'head_phantom', 'to_canonical', 'window_hu', 'normalise_mr', 'to_channels', 'head_mask', 'crop_to_head',
+           'detect_window', 'modality_from_name', 'check_hu', 'mr_to_pseudo_hu', 'read_series', 'NeuroStudies',
+           'write_neuro_fixture', 'AddForeground', 'OnImage', 'PickedCTWindow', 'WindowStandardise', 'is_mr',
+           'SeriesViews', 'weighted_windows', 'volume_views', 'neuro_eval', 'window_stats', 'neuro_norm_stats',
+           'neuro_backbone', 'neuro_seed_overrides']
 
 # %% ../../nbs/domains/14_neuro.ipynb #0bb9d1a8
 NEURO_FINDINGS = ["haemorrhage", "fracture", "mass"]
@@ -878,30 +879,63 @@ class OnImage(VolumeTransform):
         return torch.cat([y, x[:, -1:]], 1)
 
 class PickedCTWindow(CTWindow):
-    "`CTWindow` (the same draws) that remembers which window each sample of its last batch got, for `WindowStandardise`."
+    """`CTWindow` (the same draws) that remembers which window each sample of its last batch got, for `WindowStandardise`;
+    a sample whose series names its window (`named`, set by `SeriesViews`) is seen through that window, whatever the draw."""
     def __init__(self, windows, sample_ndim: int = 4):
         super().__init__(windows, sample_ndim=sample_ndim)
-        self.names, self.last = list(windows), None
+        self.names, self.last, self.named, self.mr = list(windows), None, None, None
     def apply(self, x: Tensor, g=None) -> Tensor:
         pick = (rand01(x.shape[0], g, x.device) * len(self.windows)).long().clamp_max(len(self.windows) - 1)
+        if self.named is not None: pick = torch.tensor([self._index(w, int(k)) for w, k in zip(self.named, pick.tolist())], device=x.device)
         lw = torch.tensor(self.windows, device=x.device, dtype=x.dtype)
         self.last = [self.names[k] for k in pick.tolist()]
         return ct_window(x, lw[pick, 0].view(-1, 1, 1, 1, 1), lw[pick, 1].view(-1, 1, 1, 1, 1))
+    def _index(self, w, drawn: int) -> int:
+        if w is None: return drawn
+        if w not in self.names: raise ValueError(f"a series names the CT window {w!r}, which the views' windows {sorted(set(self.names))} lack: add it to views.windows")
+        return self.names.index(w)
 
 class WindowStandardise(VolumeTransform):
-    "(x - mean) / std with the (mean, std) of the window each sample was seen through (`PickedCTWindow.last`)."
-    def __init__(self, stats: dict, window: PickedCTWindow): self.stats, self._window = {k: tuple(map(float, v)) for k, v in stats.items()}, window
+    "(x - mean) / std with the (mean, std) of the window each sample was seen through (`PickedCTWindow.last`), MR's own under `stats['mr']`."
+    def __init__(self, stats: dict, window: PickedCTWindow): self.stats, self._window = stats, window
     def apply(self, x: Tensor, g=None) -> Tensor:
-        ms = torch.tensor([self.stats[w] for w in self._window.last], device=x.device, dtype=x.dtype)
+        mr = self._window.mr or [False] * len(x)
+        ms = torch.tensor([_stat(self.stats, w, m) for w, m in zip(self._window.last, mr)], device=x.device, dtype=x.dtype)
         return (x - ms[:, 0].view(-1, 1, 1, 1, 1)) / ms[:, 1].view(-1, 1, 1, 1, 1)
 
+def _stat(stats: dict, w: str, mr: bool) -> tuple:
+    "(mean, std) of window `w`: MR's own (`stats['mr'][w]`) for an MR sample when given, else the CT window's."
+    return tuple(map(float, (stats["mr"] if mr and "mr" in stats else stats)[w]))
+
 def _check_stats(stats, windows):
-    "norm_stats: a (mean, std > 0) pair for each window name."
+    "norm_stats: a (mean, std > 0) pair for each window name (and under 'mr', if given, MR's own pairs)."
     if not windows or any(not isinstance(w, str) for w in windows): raise ValueError("norm_stats needs named CT windows")
-    for w in set(windows):
-        v = stats.get(w) if isinstance(stats, dict) else None
-        if v is None or len(v) != 2 or not float(v[1]) > 0:
-            raise ValueError(f"norm_stats must give [mean, std > 0] for each window {sorted(set(windows))}; {w!r}: {v!r}")
+    if stats == "auto": raise ValueError("norm_stats 'auto' is measured on the training set when a run starts (sslmed.train.resolve_run); "
+                                         "here give the measured {window: [mean, std], 'mr': {window: [mean, std]}}")
+    for part, s in [("", stats), ("mr.", stats.get("mr") if isinstance(stats, dict) and "mr" in stats else None)]:
+        if part and s is None: continue
+        for w in set(windows):
+            v = s.get(w) if isinstance(s, dict) else None
+            if v is None or len(v) != 2 or not float(v[1]) > 0:
+                raise ValueError(f"norm_stats must give [mean, std > 0] for each window {sorted(set(windows))}; {part}{w!r}: {v!r}")
+
+# %% ../../nbs/domains/14_neuro.ipynb #fc3068a6
+def is_mr(x: Tensor) -> list[bool]:
+    "Which samples of a batch (B, 1, D, H, W) are the reader's MR: pseudo-HU never above `MR_PSEUDO_HU[1]` (a CT head holds bone)."
+    return (x.flatten(1).amax(1) <= MR_PSEUDO_HU[1] + 1e-3).tolist()
+
+class SeriesViews(MultiView):
+    "`MultiView` whose CT-window picks see each series' named window (the reader's `window` label in `meta`) and whether it is MR."
+    uses_meta = True
+    def __init__(self, *a, picks=(), **kw): super().__init__(*a, **kw); self.picks = list(picks)
+    def __call__(self, x: Tensor, generator=None, meta: dict | None = None) -> list[Tensor]:
+        batch = x.ndim == 5
+        w = meta.get("window") if batch and meta is not None else None
+        named = None if w is None else [CT_WINDOW_NAMES[int(i)] if int(i) >= 0 else None for i in torch.as_tensor(w).reshape(-1).tolist()]
+        for p in self.picks: p.named, p.mr = named, (is_mr(x) if batch else None)
+        try: return super().__call__(x, generator)
+        finally:
+            for p in self.picks: p.named = p.mr = None
 
 # %% ../../nbs/domains/14_neuro.ipynb #939a56f8
 def weighted_windows(windows, probs) -> list:
@@ -923,16 +957,19 @@ def volume_views(size=64, local_size=None, n_global: int = 2, n_local: int = 0,
     thr = fg_threshold if fg_threshold is not None else (-500.0 if windows else 0.0)
     if norm_stats is not None: _check_stats(norm_stats, windows)
     if windows and window_probs is not None: windows = weighted_windows(windows, window_probs)
+    picks = []
     def tf(sz):
         sz = triple(sz)
-        win = (PickedCTWindow(windows) if norm_stats else CTWindow(windows)) if windows else Clamp()
+        win = PickedCTWindow(windows) if windows else Clamp()
+        picks.append(win)
         spatial = ([RandomFlip3d()] if augment else []) + ([RandomAxisPermute(permute_p)] if augment and len(set(sz)) == 1 else [])
         intensity = [RandomGamma(), BrightnessContrast(), GaussianNoise(noise, sample_ndim=4), Clamp()]
         if norm_stats: intensity.append(WindowStandardise(norm_stats, win))
         if remove_background: ops = [ForegroundCrop(sz, thr), AddForeground(thr), OnImage(win), *spatial, OnImage(*intensity)]
         else: ops = [ForegroundCrop(sz, thr), win, *spatial, *intensity]
         return Compose(*ops, sample_ndim=4, sample_shape="(1, D, H, W)", channels=1, name="volume_views")
-    return MultiView(tf(size), tf(local_size or triple(size)[0] // 2) if n_local else None, n_global, n_local)
+    views = [tf(size), tf(local_size or triple(size)[0] // 2) if n_local else None]
+    return SeriesViews(*views, n_global, n_local, picks=[p for p in picks if isinstance(p, PickedCTWindow)])
 
 # %% ../../nbs/domains/14_neuro.ipynb #4038b300
 def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, **_):
@@ -943,27 +980,35 @@ def neuro_eval(size=64, windows=("brain", "subdural", "bone"), norm_stats=None, 
     def one(x, w):
         v = CTWindow([w])(x)
         if norm_stats is None: return v
-        m, s = (float(t) for t in norm_stats[w])
-        return (v - m) / s
+        ms = torch.tensor([_stat(norm_stats, w, m) for m in is_mr(x if x.ndim == 5 else x[None])], dtype=v.dtype, device=v.device)
+        ms = ms.view(-1, 2, 1, 1, 1, 1) if x.ndim == 5 else ms[0].view(2, 1, 1, 1, 1)   # MR series: MR's own statistics
+        return (v - ms[:, 0] if x.ndim == 5 else v - ms[0]) / (ms[:, 1] if x.ndim == 5 else ms[1])
     tf = (lambda x: resize(torch.cat([one(x, w) for w in names], -4))) if names else (lambda x: resize(x.clamp(0, 1)))
     tf.groups = max(1, len(names))
     return tf
 
 
 # %% ../../nbs/domains/14_neuro.ipynb #12feca0b
+def _mean_sd(c, s, q) -> list:
+    m = s / c
+    return [round(float(m), 6), round(float((q / c - m * m).clamp_min(1e-12).sqrt()), 6)]
+
 def window_stats(ds, windows=("brain", "blood", "bone"), n: int | None = None) -> dict:
-    "`views.norm_stats` measured on `ds`: each CT window's mean and standard deviation over every voxel of its first `n` items."
-    acc = {w: torch.zeros(3, dtype=torch.float64) for w in windows}   # count, sum, sum of squares
+    "`views.norm_stats` measured on `ds`: each window's mean and sd over every voxel of its first `n` items, CT's and MR's own (`'mr'`)."
+    windows = list(dict.fromkeys(windows))
+    acc = {mr: {w: torch.zeros(3, dtype=torch.float64) for w in windows} for mr in (False, True)}   # count, sum, sum of squares
     for i in range(len(ds) if n is None else min(n, len(ds))):
         x = torch.as_tensor(ds[i][0])[None].float()
         for w in windows:
             v = CTWindow([w])(x).double()
-            acc[w] += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
-    out = {}
-    for w, (c, s, q) in acc.items():
-        m = s / c
-        out[w] = [round(float(m), 6), round(float((q / c - m * m).clamp_min(1e-12).sqrt()), 6)]
-    return out
+            acc[is_mr(x)[0]][w] += torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum(), v.square().sum()])
+    has = {mr: bool(acc[mr][windows[0]][0] > 0) for mr in (False, True)}
+    out = {w: _mean_sd(*acc[False if has[False] else True][w]) for w in windows}   # CT's (MR's when there is no CT)
+    return {**out, "mr": {w: _mean_sd(*acc[True][w]) for w in windows}} if has[True] else out
+
+def neuro_norm_stats(ds, views_kw: dict) -> dict:
+    "`views.norm_stats: auto` at run start: `window_stats` of the training set through the views' own windows."
+    return window_stats(ds, views_kw.get("windows") or ("brain", "subdural", "bone"))
 
 # %% ../../nbs/domains/14_neuro.ipynb #2bdbc32c
 from ..domain import Derived
@@ -989,10 +1034,32 @@ def neuro_backbone(s: dict, method=None) -> dict:
     enc = _one_of(_VITS, "vision_backbone_cf.which")(s[_BB + "which"])
     return {"encoder": enc, **({"encoder_kw.depth": 12} if s[_BB + "which"] == "vit_tiny" and _BB + "params.depth" not in s else {})}
 
-CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which "
-    "`sslmed train` does not train: it pretrains backbones. The study-level AB-MIL head, both pooler_cf modes (classify_then_aggregate, "
-    "aggregate_then_classify), is fit on the frozen backbone's features and scored per study by `sslmed.mil.study_mil` in the full "
-    "profile's evaluation: pretrain with VisionPretrainingSystem, then evaluate the run")
+CLASSIFICATION_REFUSED = ("configures seed 004's VisionClassificationSystem (a frozen backbone + AB-MIL head trained per study), which a "
+    "pretraining config cannot hold: give the classification settings in a config of their own (system.which: VisionClassificationSystem), "
+    "which `sslmed train --recipe neuro --seed-config FILE` (the sslmed command; `python -m sslmed.train`, what torchrun starts, pretrains "
+    "only) or `sslmed classify --seed-config FILE` trains through `sslmed.mil_train.classify_from_seed` (NEURO_CLASSIFY_KEYS)")
+
+def _seed_loss(v) -> str:
+    "Seed 004's classification `loss_cf.which`: bce or ce; the regression losses need a continuous label the domain does not have."
+    if str(v) in ("bce", "ce"): return str(v)
+    raise ValueError(f"seed key 'system.params.loss_cf.which' is {v!r}: mse, mae and rmse regress a continuous label, and the domain's "
+                     f"study labels are 0/1 findings; use bce (multi-label) or ce (multiclass)")
+
+_MH = "system.params.model_hyperparams."
+NEURO_CLASSIFY_KEYS = {   # seed 004's classification config -> sslmed.mil_train.ClassifyConfig
+    "system.which": Fixed("VisionClassificationSystem", "a classification config trains the study-level AB-MIL head"),
+    _MH + "pooler_cf.which": ("mode", _one_of({"classify_then_aggregate": "instance", "aggregate_then_classify": "aggregate"}, "pooler_cf.which")),
+    _MH + "proj_params.out_dim": ("out_dim", int), "system.params.loss_cf.which": ("loss", _seed_loss),
+    "system.params.enable_aug": Fixed(False, "the frozen backbone embeds each series once (features cached); augmenting would re-embed every epoch"),
+    "system.params.opt_cf.which": Fixed("adamw", "the head trains with AdamW"),
+    "system.params.opt_cf.params.lr": ("lr", float), "system.params.opt_cf.params.weight_decay": ("weight_decay", float),
+    "training.trainer_params.max_epochs": ("epochs", int), "training.load_backbone.ckpt_path": ("backbone", str),
+    "training.load_backbone.remove_prefix": Ignored("an sslmed backbone file holds the encoder alone"),
+    "training.trainer_params.precision": Ignored("the head trains in float32 on cached features: precision changes only speed"),
+    "data.data_dir": "data_root", "data.raw_data_dir": "data_root", "data.cache_dir": "data.cache_dir",
+    "data.study_labels": "data.labels_csv", "data.mode_mapping": ("data.mode_mapping", _modes),
+    _LD + "batch_size": ("batch_size", int), "loader.train.batch_size": ("batch_size", int),
+    "infra.num_gpus": Ignored("the head trains in one process"), "infra.num_nodes": Ignored("the head trains in one process")}
 
 def _classification(key: str, pretraining: dict | None = None) -> Callable:
     "A translation of `key` through `pretraining` (value -> sslmed value); seed 004's classification settings are refused with the reason."
@@ -1025,10 +1092,10 @@ NEURO_SEED_KEYS = {
     "system.params.opt_cf.which": ("optimizer", _one_of({"adamw": "adamw", "sgd": "sgd"}, "opt_cf.which")),
     "system.params.opt_cf.params.lr": "lr", "system.params.opt_cf.params.weight_decay": "weight_decay",
     "system.params.schd_cf.which": Fixed("cos_linear_warmup", "the trainer always warms up linearly, then decays by a cosine"),
-    "system.params.schd_cf.params.num_warmup_steps": Fixed(None, "sslmed counts optimiser steps: set warmup_steps"),
+    "system.params.schd_cf.params.num_warmup_steps": ("warmup_epochs", float),   # epochs, as steps at run start (resolve_run)
     "system.params.schd_cf.params.num_cycles": Fixed(0.5, "one half cosine from the peak to 0"),
     "system.params.schd_cf.params.ipe_scale": Fixed(1.0, "the schedule spans exactly the run's steps"),
-    "training.trainer_params.max_epochs": Fixed(None, "sslmed counts optimiser steps: set steps = epochs × series / batch_size"), "training.trainer_params.gradient_clip_val": "grad_clip",
+    "training.trainer_params.max_epochs": ("epochs", float), "training.trainer_params.gradient_clip_val": "grad_clip",   # steps = ceil(epochs × series / (batch_size × processes)) at run start
     "training.trainer_params.precision": ("precision", _one_of({"bf16-mixed": "bf16", "32": "fp32"}, "precision")),
     "training.monitor_metric": "monitor", "training.monitor_mode": "monitor_mode", "training.checkpoint_every_n_epochs": Fixed(None, "sslmed checkpoints every ckpt_every steps: set ckpt_every"),
     "training.load_backbone.ckpt_path": "init_from", "training.load_backbone.remove_prefix": Ignored("an sslmed checkpoint records its backbone's prefix"),
@@ -1052,7 +1119,8 @@ DOMAIN = register_domain(Domain(
     encoder="vit3d_base", study_key="study", real_splits={"neuro_studies": ("train", "test")},
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
     eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
-    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS,
+    fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS, norm_stats=neuro_norm_stats,
+    classify_keys=NEURO_CLASSIFY_KEYS,
     cards={"phantom": "phantom_neuro", "neuro_studies": "neuro_studies"},
     checks=dict(phantom=dict(size=32, n_series=1), views=dict(size=8, local_size=4, n_local=1),  # one series per study: independent items
                 shapes=[(1, 8, 8, 8)] * 2 + [(1, 4, 4, 4)], unit_range=True, labels={"findings": 0.4})))
