@@ -310,9 +310,14 @@ def _plan_curves(p, profile, root):
 def _plan_views(p):
     return [dict(domain=d, method=m, seed=p["seed"], overrides=_po(p)) for d, m in p["cam_runs"].items()], {"CAM probe (driver)": len(p["cam_runs"])}
 
+def _plan_collapse(p):
+    rows = [(p["method"], o) for o in p["variants"].values()] + [(m, {}) for m in p["references"]]
+    return [dict(domain=p["domain"], method=m, seed=p["seed"], overrides={**_po(p), **o}) for m, o in rows], {"embedding (driver)": len(rows)}
+
 PLANNERS = {"main_results": _plan_main, "embeddings": _plan_embeddings, "label_efficiency": _plan_label_efficiency,
             "lambda_sweep": _plan_lambda, "selective_prediction": _plan_selective, "sigreg_design": _plan_design,
-            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views, "learning_curves": _plan_curves}
+            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views, "learning_curves": _plan_curves,
+            "collapse": _plan_collapse}
 
 # %% ../nbs/41_executors.ipynb #25d8fcc6
 def planned_calls(profile: str, params: dict, root=None) -> tuple[list[dict], list[dict]]:

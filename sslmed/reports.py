@@ -16,8 +16,8 @@ from .selective import SelectiveResult
 # %% auto #0
 __all__ = ['ECG_SHOWN_LEADS', 'categories', 'label_names', 'class_examples', 'top_class_examples', 'show_input', 'view_grid',
            'linear_head', 'cam_maps', 'cam_grid', 'probe_classifier', 'cam_methods', 'selective_probe', 'spectrum_row',
-           'plot_spectra', 'embedding_2d', 'map_grid', 'plot_risk_coverage', 'curve_summary', 'plot_learning_curves',
-           'grid_rows', 'phantom_grid']
+           'plot_spectra', 'plot_collapse', 'embedding_2d', 'map_grid', 'plot_risk_coverage', 'curve_summary',
+           'plot_learning_curves', 'grid_rows', 'phantom_grid']
 
 # %% ../nbs/43_reports.ipynb #f2031282
 def categories(y, names=None) -> tuple[np.ndarray, dict[int, str]]:
@@ -220,6 +220,24 @@ def plot_spectra(spectra: dict, title: str | None = None):
     axes[0, 0].set_ylabel("singular value / sum")
     if title: fig.suptitle(title, fontsize=8)
     return fig
+
+# %% ../nbs/43_reports.ipynb #c0ll4ps4
+def plot_collapse(trace: pd.DataFrame, reference: dict | None = None, title: str | None = None):
+    "Effective rank and standardised SIGReg statistic against training step, one line per `variant` (backbone), the projector's end value as a star; `reference` {name: (rank, stat)} as dashed lines."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), layout="constrained")
+    for ax, col, name in zip(axes, ("effective_rank", "sigreg_standardized"), ("effective rank", "SIGReg statistic (standardised)")):
+        for i, (v, g) in enumerate(trace.groupby("variant", sort=False)):
+            b, pr = g[g.part == "backbone"].sort_values("step"), g[g.part == "projector"]
+            ax.plot(b.step, b[col], marker="o", ms=2, lw=1, color=f"C{i}", label=v)
+            ax.plot(pr.step, pr[col], marker="*", ms=7, ls="none", color=f"C{i}")
+        for j, (r, vals) in enumerate((reference or {}).items()):
+            ax.axhline(vals[0 if col == "effective_rank" else 1], ls="--", lw=0.8, color="grey", label=r if j == 0 else None)
+        ax.set(xlabel="training step", ylabel=name, yscale="log" if col == "sigreg_standardized" else "linear")
+    axes[0].legend(fontsize=6, title="backbone (line), projector at the end (★)", title_fontsize=6)
+    if title: fig.suptitle(title, fontsize=8)
+    return fig
+
 
 # %% ../nbs/43_reports.ipynb #a8aabb45
 def embedding_2d(x, kind: str = "pca", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
