@@ -14,6 +14,9 @@ def test_exactly_one_parameters_cell_with_smoke_defaults(name):
     # nbdev-clean must keep the `parameters` tag, or papermill would let the defaults override the profile
     params = notebook_parameters(ROOT / "nbs/experiments" / f"{name}.ipynb")
     assert ast.literal_eval(params.get("profile", "None")) == "smoke", params
+    for k, v in params.items():  # `--plan` and T7 read every default back: a value papermill cannot read (one spread over lines) breaks them
+        try: ast.literal_eval(v)
+        except (SyntaxError, ValueError) as e: raise AssertionError(f"{name}: parameter {k} = {v!r} is not one literal on one line") from e
 
 @pytest.mark.parametrize("profile", ["smoke", "demo", "full", "full-dryrun"])   # every notebook in every profile
 @pytest.mark.parametrize("name", NAMES)
