@@ -293,7 +293,7 @@ def _plan_dynamics(p, profile, root):
     runs = [dict(domain=d, method=m, seed=p["seed"], overrides=_po(p)) for d in p["domains"] for m in p["methods"]]
     snap = [dict(domain=d, method="lejepa", seed=p["seed"], overrides=p["dynamics_overrides"]) for d in p["domains"]]
     cfgs = [run_path(profile=profile, root=root, **kw)[0] for kw in snap]
-    n_ck = sum(c.steps // c.keep_every + 1 if c.keep_every else 1 for c in cfgs)  # backbone_step<k>.pt at 0, k, 2k, …
+    n_ck = sum(min(c.steps // c.keep_every + 1, p.get("points") or c.steps) if c.keep_every else 1 for c in cfgs)  # backbone_step<k>.pt at 0, k, 2k, … (at most `points`)
     return runs + snap, {"probe (checkpoint)": n_ck}
 
 def _kept_steps(cfg) -> list[int]:
@@ -303,7 +303,7 @@ def _kept_steps(cfg) -> list[int]:
 def _plan_curves(p, profile, root):
     from sslmed.protocols import spread
     runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in p["seeds"]]
-    base = [dict(domain=d, method="random", seed=s, overrides=_po(p)) for d in p["domains"] for s in p["seeds"]]
+    base = [dict(domain=d, method="random", seed=s, overrides=_po(p)) for d in p["domains"] for s in p.get("band_seeds") or p["seeds"]]
     n_ck = sum(len(spread(_kept_steps(run_path(profile=profile, root=root, **kw)[0]), p["points"])) for kw in runs)
     return runs + base, {"probe (checkpoint)": n_ck, "probe (grid cell)": len(base)}
 

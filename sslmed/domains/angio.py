@@ -541,7 +541,7 @@ ARCADE_SEED_KEYS = {  # seed 000's config/lejepa_config.yaml -> sslmed keys (dat
 DOMAIN = register_domain(Domain(
     "angio", in_chans=1, views=with_presets(angio_views, 1), eval_tf=angio_eval, label_key="stenosis",
     tasks={"stenosis": Task("binary", 2, "auroc")},
-    eval_sizes={"smoke": dict(train=256, test=128), "demo": dict(train=2048, test=2048),
+    eval_sizes={"smoke": dict(train=256, test=128), "demo": dict(train=1024, test=2048),
                 "full": dict(train=None, test=None)},  # demo: intervals narrow enough to judge
     datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
     encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
