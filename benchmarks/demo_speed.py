@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Speed options for the demo recipes on CPU, side by side in one process: ratios against the fp32 baseline.
+
+Per domain (the LeJEPA demo recipe: angio 2-block ViT 64², ECG 1D ViT, fundus ResNet-18 at 64², neuro cnn3d_tiny 32³)
+it times whole trainer steps (`setup_run` + `train_step`, one warm-up step then `--steps` timed) under
+fp32 (baseline), bf16 autocast (`precision=bf16`), channels_last (CNNs: the method's weights converted), torch.compile
+(`compile=true`; its first step is the compile time, amortised over the recipe's demo steps), and threads: one process
+with 2 threads vs two concurrent processes with 1 thread each (aggregate steps/s). It also reports how far the bf16
+loss of the first batch lies from the fp32 one. Writes `benchmarks/results/demo_speed_<machine>.csv`.
+
+    python benchmarks/demo_speed.py --steps 3
+"""
+import argparse, dataclasses, math, multiprocessing as mp, os, sys, tempfile, time
+from pathlib import Path
+import pandas as pd, torch
+
+DOMAINS = ["angio", "ecg", "fundus", "neuro"]
+
+def build(domain: str, d: str, **over):
+    from sslmed.config import recipe
+    from sslmed.train import setup_run
+    cfg = recipe(domain, "lejepa", "demo", ["ckpt_every=1000000000", "log_every=1000000000", "keep_every=null", "progress=false"])
+    demo_steps = cfg.steps
+    cfg = dataclasses.replace(cfg, out_dir=d, data={**cfg.data, "n": 8 * cfg.batch_size}, steps=10_000, **over)
+    return setup_run(cfg), demo_steps
+
+def time_variant(domain: str, steps: int, threads: int | None = None, channels_last: bool = False, **over) -> dict:
+    "Seconds of the first step and mean seconds of the next `steps` trainer steps, and the first step's loss."
+    from sslmed.train import train_step, next_batch, forward_loss
+    if threads: torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as d:
+        r, demo_steps = build(domain, d, **over)
+        try:
+            if channels_last:
+                fmt = torch.channels_last_3d if domain == "neuro" else torch.channels_last
+                r.method.to(memory_format=fmt)
+            torch.manual_seed(0)
+            t0 = time.perf_counter(); train_step(r, 0); first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for s in range(1, steps + 1): train_step(r, s)
+            return dict(first_s=first, step_s=(time.perf_counter() - t0) / steps, demo_steps=demo_steps)
+        finally: r.close()
+
+def first_loss(domain: str, precision: str) -> float:
+    "The loss of step 0 (same seed, same batch) at `precision`, before any update."
+    from sslmed.train import next_batch, forward_loss, seed_everything
+    with tempfile.TemporaryDirectory() as d:
+        seed_everything(0)
+        r, _ = build(domain, d, precision=precision)
+        try:
+            x, y = next_batch(r)
+            with torch.no_grad(): return float(forward_loss(r, x, y, 0)["loss"])
+        finally: r.close()
+
+def _worker(args):
+    domain, steps, threads = args
+    return time_variant(domain, steps, threads=threads)
+
+def concurrent(domain: str, steps: int, procs: int, threads: int) -> float:
+    "Aggregate steps/s of `procs` processes training side by side with `threads` each."
+    with mp.get_context("spawn").Pool(procs) as p:
+        t0 = time.perf_counter()
+        res = p.map(_worker, [(domain, steps, threads)] * procs)
+    return sum(1 / r["step_s"] for r in res)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--domains", nargs="+", default=DOMAINS)
+    ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out: bf16 channels_last compile threads")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = ap.parse_args()
+    from sslmed.core import device_info, machine_tag
+    info, tag, rows = device_info(), machine_tag(), []
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "native")
+    for dom in a.domains:
+        base = time_variant(dom, a.steps, threads=2)
+        add = lambda name, t, **kw: rows.append(dict(machine=tag, isa=cap, domain=dom, option=name, step_s=t["step_s"], first_s=t["first_s"],
+                                                     ratio=base["step_s"] / t["step_s"], demo_steps=base["demo_steps"], **kw))
+        add("fp32 (baseline, 1 proc x 2 threads)", base)
+        if "bf16" not in a.skip:
+            l32, l16 = first_loss(dom, "fp32"), first_loss(dom, "bf16")
+            add("bf16 autocast", time_variant(dom, a.steps, threads=2, precision="bf16"), loss_rel_diff=abs(l16 - l32) / abs(l32))
+        if "channels_last" not in a.skip and dom in ("fundus", "neuro"):
+            add("channels_last", time_variant(dom, a.steps, threads=2, channels_last=True))
+        if "compile" not in a.skip:
+            t = time_variant(dom, a.steps, threads=2, compile=True)
+            n = base["demo_steps"]
+            add("torch.compile", t, amortised_ratio=base["step_s"] * n / (t["first_s"] + t["step_s"] * (n - 1)))
+        if "threads" not in a.skip:
+            for procs, threads in ((2, 1), (2, 2)):
+                sps = concurrent(dom, a.steps, procs, threads)
+                rows.append(dict(machine=tag, isa=cap, domain=dom, option=f"{procs} procs x {threads} thread(s), aggregate",
+                                 step_s=1 / sps, ratio=sps * base["step_s"], demo_steps=base["demo_steps"]))
+        for r in rows[-6:]:
+            if r["domain"] == dom: print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
+    out = Path(a.out) / f"demo_speed_{tag}{'' if cap == 'native' else '_' + cap}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp"); pd.DataFrame(rows).to_csv(tmp, index=False); os.replace(tmp, out)
+    print(f"\n{info}\nwrote {out}")
+
+if __name__ == "__main__":
+    main()
