@@ -147,13 +147,13 @@ def is_default_run(runs, c) -> bool:
 
 def write_md(path: Path, tag: str, info: dict, load: tuple, steps: int, runs: pd.DataFrame, ev: pd.DataFrame, nb: pd.DataFrame,
              red: pd.DataFrame):
-    f = lambda df: df.to_markdown(index=False, floatfmt=".1f")
+    f = lambda df, fmt=".1f": df.to_markdown(index=False, floatfmt=fmt)
     trained = runs[runs.step_s > 0]
     per_recipe = (trained.groupby(["domain", "method", "encoder", "batch", "steps"])
-                  .agg(runs=("seed", "size"), data_s=("step_data_s", "first"), views_s=("step_views_s", "first"),
+                  .agg(runs_all_overrides=("seed", "size"), data_s=("step_data_s", "first"), views_s=("step_views_s", "first"),
                        forward_s=("step_forward_s", "first"), backward_s=("step_backward_s", "first"), step_s=("step_s", "first"),
                        run_s=("train_s", "first"), all_runs_s=("train_s", "sum")).reset_index().sort_values("all_runs_s", ascending=False))
-    costs = [(f"training {r.domain}/{r.method} ({r.runs} runs × {r.steps} steps)", r.all_runs_s) for r in per_recipe.itertuples()]
+    costs = [(f"training {r.domain}/{r.method} ({r.runs_all_overrides} runs × {r.steps} steps)", r.all_runs_s) for r in per_recipe.itertuples()]
     costs += [(f"{n.notebook}: feature extraction", n.extract_s) for n in nb.itertuples() if n.notebook != "total"]
     costs += [(f"{n.notebook}: probes", n.probe_s) for n in nb.itertuples() if n.notebook != "total"]
     costs += [(f"{n.notebook}: fine-tuning", n.finetune_s) for n in nb.itertuples() if n.notebook != "total"]
@@ -191,11 +191,14 @@ is the size of the load-average inflation plus what is not counted.
 
 ## Per recipe: seconds per step (one core) and per run
 
-{f(per_recipe)}
+Rows group a (domain, method) over seeds and overrides; the step columns are of its recipe as it is, `all_runs_s` sums every run
+(overridden ones at their own step cost).
+
+{f(per_recipe, ".3f")}
 
 ## Evaluation per domain (one core)
 
-{f(ev)}
+{f(ev, ".3f")}
 
 ## Redundant evaluation work (estimated seconds, one core)
 

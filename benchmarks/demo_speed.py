@@ -3,9 +3,9 @@
 
 Per domain (the LeJEPA demo recipe: angio 2-block ViT 64², ECG 1D ViT, fundus ResNet-18 at 64², neuro cnn3d_tiny 32³)
 it times whole trainer steps (`setup_run` + `train_step`, one warm-up step then `--steps` timed) under
-fp32 (baseline), bf16 autocast (`precision=bf16`), channels_last (CNNs: the method's weights converted), torch.compile
+fp32 (baseline, 1 thread: what `sslmed paper --procs 2` gives each run on 2 cores), bf16 autocast (`precision=bf16`), channels_last (CNNs: the method's weights converted), torch.compile
 (`compile=true`; its first step is the compile time, amortised over the recipe's demo steps), and threads: one process
-with 2 threads vs two concurrent processes with 1 thread each (aggregate steps/s). It also reports how far the bf16
+with 2 threads, two concurrent processes with 1 and with 2 threads each (aggregate steps/s). It also reports how far the bf16
 loss of the first batch lies from the fp32 one. Writes `benchmarks/results/demo_speed_<machine>.csv`.
 
     python benchmarks/demo_speed.py --steps 3
@@ -52,6 +52,40 @@ def first_loss(domain: str, precision: str) -> float:
             with torch.no_grad(): return float(forward_loss(r, x, y, 0)["loss"])
         finally: r.close()
 
+def isa_spread(domains, caps=("default", "avx2", "avx512")) -> pd.DataFrame:
+    "The first-step loss at fp32 and bf16 under each ATEN_CPU_CAPABILITY (fresh processes): how far kernels move each precision."
+    import json, subprocess
+    rows = []
+    for cap in caps:
+        code = f"import json; from demo_speed import first_loss; print(json.dumps({{d: [first_loss(d, 'fp32'), first_loss(d, 'bf16')] for d in {list(domains)!r}}}))"
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": cap, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        for d, (l32, l16) in json.loads(out).items(): rows.append(dict(isa=cap, domain=d, loss_fp32=l32, loss_bf16=l16))
+    df = pd.DataFrame(rows)
+    g = df.groupby("domain").agg(fp32_spread=("loss_fp32", lambda s: (s.max() - s.min()) / abs(s.mean())),
+                                 bf16_spread=("loss_bf16", lambda s: (s.max() - s.min()) / abs(s.mean()))).reset_index()
+    return df.merge(g, on="domain")
+
+VERDICTS = {}   # option -> one line: keep / don't keep and why (written from the measured CSVs; see the MD)
+
+def report(tag: str, out: Path):
+    "demo_speed_<tag>.md: the ratio tables of every demo_speed_<tag>*.csv and the verdicts."
+    f = lambda df: df.to_markdown(index=False, floatfmt=".3f")
+    parts = []
+    for p in sorted(out.glob(f"demo_speed_{tag}*.csv")):
+        df = pd.read_csv(p)
+        cols = [c for c in ("isa", "domain", "option", "step_s", "first_s", "ratio", "amortised_ratio", "loss_rel_diff",
+                            "loss_fp32", "loss_bf16", "fp32_spread", "bf16_spread") if c in df]
+        parts.append(f"### {p.name}\n\n{f(df[cols])}\n")
+    v = "\n".join(f"- **{k}**: {t}" for k, t in VERDICTS.items())
+    text = (f"# Demo speed options on {tag}\n\n{__doc__.split(chr(10) + chr(10))[0]}\n\n{HOW}\n\n## Keep / don't keep\n\n{v}\n\n"
+            f"## Measurements\n\n" + "\n".join(parts))
+    path = out / f"demo_speed_{tag}.md"
+    tmp = path.with_suffix(".tmp"); tmp.write_text(text); os.replace(tmp, path)
+    print(f"wrote {path}")
+
+HOW = ""
+
 def _worker(args):
     domain, steps, threads = args
     return time_variant(domain, steps, threads=threads)
@@ -63,40 +97,51 @@ def concurrent(domain: str, steps: int, procs: int, threads: int) -> float:
         res = p.map(_worker, [(domain, steps, threads)] * procs)
     return sum(1 / r["step_s"] for r in res)
 
+def save(rows, out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp"); pd.DataFrame(rows).to_csv(tmp, index=False); os.replace(tmp, out)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--domains", nargs="+", default=DOMAINS)
     ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out: bf16 channels_last compile threads")
+    ap.add_argument("--report", action="store_true", help="write the MD from the CSVs")
+    ap.add_argument("--isa", action="store_true", help="only the fp32 vs bf16 first-step loss under default/avx2/avx512")
+    ap.add_argument("--tag", default="", help="suffix of the CSV name (a partial run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args()
     from sslmed.core import device_info, machine_tag
     info, tag, rows = device_info(), machine_tag(), []
     cap = os.environ.get("ATEN_CPU_CAPABILITY", "native")
+    out = Path(a.out) / f"demo_speed_{tag}{'' if cap == 'native' else '_' + cap}{'_' + a.tag if a.tag else ''}.csv"
+    if a.report: return report(tag, Path(a.out))
+    if a.isa:
+        df = isa_spread(a.domains); print(df.to_string(index=False))
+        save(df.assign(machine=tag).to_dict("records"), Path(a.out) / f"demo_speed_{tag}_isa_loss.csv"); return
     for dom in a.domains:
-        base = time_variant(dom, a.steps, threads=2)
+        base = time_variant(dom, a.steps, threads=1)
         add = lambda name, t, **kw: rows.append(dict(machine=tag, isa=cap, domain=dom, option=name, step_s=t["step_s"], first_s=t["first_s"],
                                                      ratio=base["step_s"] / t["step_s"], demo_steps=base["demo_steps"], **kw))
-        add("fp32 (baseline, 1 proc x 2 threads)", base)
+        add("fp32 (baseline, 1 proc x 1 thread)", base)
         if "bf16" not in a.skip:
             l32, l16 = first_loss(dom, "fp32"), first_loss(dom, "bf16")
-            add("bf16 autocast", time_variant(dom, a.steps, threads=2, precision="bf16"), loss_rel_diff=abs(l16 - l32) / abs(l32))
+            add("bf16 autocast", time_variant(dom, a.steps, threads=1, precision="bf16"), loss_rel_diff=abs(l16 - l32) / abs(l32))
         if "channels_last" not in a.skip and dom in ("fundus", "neuro"):
-            add("channels_last", time_variant(dom, a.steps, threads=2, channels_last=True))
+            add("channels_last", time_variant(dom, a.steps, threads=1, channels_last=True))
         if "compile" not in a.skip:
-            t = time_variant(dom, a.steps, threads=2, compile=True)
+            t = time_variant(dom, a.steps, threads=1, compile=True)
             n = base["demo_steps"]
             add("torch.compile", t, amortised_ratio=base["step_s"] * n / (t["first_s"] + t["step_s"] * (n - 1)))
         if "threads" not in a.skip:
+            add("1 proc x 2 threads", time_variant(dom, a.steps, threads=2))
             for procs, threads in ((2, 1), (2, 2)):
                 sps = concurrent(dom, a.steps, procs, threads)
                 rows.append(dict(machine=tag, isa=cap, domain=dom, option=f"{procs} procs x {threads} thread(s), aggregate",
                                  step_s=1 / sps, ratio=sps * base["step_s"], demo_steps=base["demo_steps"]))
-        for r in rows[-6:]:
+        for r in rows:
             if r["domain"] == dom: print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
-    out = Path(a.out) / f"demo_speed_{tag}{'' if cap == 'native' else '_' + cap}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp"); pd.DataFrame(rows).to_csv(tmp, index=False); os.replace(tmp, out)
+        save(rows, out)   # after every domain: a slow variant (compile) cut short keeps what was measured
     print(f"\n{info}\nwrote {out}")
 
 if __name__ == "__main__":
