@@ -53,6 +53,8 @@ def time_eval(cfg, n_items: int) -> dict:
     extract_features(model, torch.utils.data.Subset(train, range(8)), batch_size=64, progress=False)  # warm-up
     t0 = time.perf_counter(); f = extract_features(model, sub, batch_size=64, progress=False); t_ex = time.perf_counter() - t0
     per_item = t_ex / len(sub)
+    x = torch.stack([torch.as_tensor(sub[i][0]) for i in range(len(sub))])
+    t0 = time.perf_counter(); dom.eval_tf(**cfg.views_kw)(x); tf_item = (time.perf_counter() - t0) / len(sub)  # the deterministic eval transform alone
     tile = lambda n: f.subset(np.resize(np.arange(len(f)), n))
     n_tr, n_te = len(train), len(test)
     ftr, fte = tile(n_tr), tile(n_te)
@@ -62,7 +64,7 @@ def time_eval(cfg, n_items: int) -> dict:
         t0 = time.perf_counter()
         knn_eval(ftr, key, fte, key, k=20, task="multiclass" if task == "ordinal" else task, device=torch.device("cpu"))
         knn += time.perf_counter() - t0
-    return dict(eval_sets_load_s=t_make, extract_item_s=per_item, extract_s=per_item * (n_tr + n_te), linear_s=lin, knn_s=knn,
+    return dict(eval_sets_load_s=t_make, extract_item_s=per_item, extract_s=per_item * (n_tr + n_te), eval_tf_item_s=tf_item, linear_s=lin, knn_s=knn,
                 eval_items=n_tr + n_te, labels=len(eval_tasks(cfg.domain, "demo")))
 
 FT_EPOCHS_DEFAULT = 3
@@ -133,7 +135,18 @@ def redundancies(runs: pd.DataFrame, ev: pd.DataFrame, params: dict, calls: list
                  fits=len(dyn), seconds=sum(lin(d) for d in dyn)),
             dict(what="views_and_phantoms: probe_classifier refits a linear probe main_results already fitted (CAM runs)",
                  fits=len(cam), seconds=sum(lin(c["domain"]) for c in cam))]
+    n_ck = {c.domain: c.steps // c.keep_every + 1 for c in runs_cfgs(runs) if c.method == "lejepa" and c.keep_every}
+    for d in ev.index:   # the evaluation transform is deterministic: the same evaluation set is transformed again at every extraction
+        n = int((runs.domain == d).sum()) + n_ck.get(d, 0)
+        rows.append(dict(what=f"{d}: the evaluation transform (Domain.eval_tf) of the same evaluation set, recomputed at each of {n} extractions "
+                              f"({ev.loc[d, 'eval_tf_item_s'] / ev.loc[d, 'extract_item_s']:.0%} of an extraction)",
+                         fits=n - 1, seconds=(n - 1) * ev.loc[d, "eval_tf_item_s"] * ev.loc[d, "eval_items"]))
     return pd.DataFrame(rows)
+
+def runs_cfgs(runs):
+    "The recipe config of each distinct run (the lejepa recipe's snapshot cadence)."
+    from sslmed.config import recipe
+    return [recipe(r.domain, r.method, "demo") for r in runs.drop_duplicates(["domain", "method"]).itertuples()]
 
 def runs_default_lamb(runs, c) -> float:
     "The λ of the domain's LeJEPA recipe."
