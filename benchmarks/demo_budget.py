@@ -141,7 +141,7 @@ def redundancies(runs: pd.DataFrame, ev: pd.DataFrame, params: dict, calls: list
         rows.append(dict(what=f"{d}: the evaluation transform (Domain.eval_tf) of the same evaluation set, recomputed at each of {n} extractions "
                               f"({ev.loc[d, 'eval_tf_item_s'] / ev.loc[d, 'extract_item_s']:.0%} of an extraction)",
                          fits=n - 1, seconds=(n - 1) * ev.loc[d, "eval_tf_item_s"] * ev.loc[d, "eval_items"]))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).query("seconds >= 1")
 
 def runs_cfgs(runs):
     "The recipe config of each distinct run (the lejepa recipe's snapshot cadence)."
@@ -172,6 +172,8 @@ def write_md(path: Path, tag: str, info: dict, load: tuple, steps: int, runs: pd
     costs += [(f"{n.notebook}: fine-tuning", n.finetune_s) for n in nb.itertuples() if n.notebook != "total"]
     top = pd.DataFrame(sorted(costs, key=lambda x: -x[1])[:5], columns=["cost", "seconds"])
     total = nb.total_s.iloc[-1]
+    fu = trained[trained.domain == "fundus"]
+    views_total = float((fu.step_views_s * fu.steps).sum()); views_share = views_total / max(float(fu.train_s.sum()), 1e-9)
     text = f"""# Demo budget on {tag}
 
 Where `sslmed paper --profile demo` spends its time, estimated by `benchmarks/demo_budget.py` on {info['cpu']}, {info['cores']} cores,
@@ -184,7 +186,7 @@ timing) is built with the trainer's own `setup_run` and timed for **{steps} step
 number carries the noise of a shared machine. A step is split into data (`next_batch`), views (`make_views`), forward
 (`forward_loss` minus its views) and backward + clipping + optimiser step. Evaluation per domain: `extract_features` on the first
 128 items of the demo evaluation train set (after a warm-up batch), scaled to the train + test sets, and one linear probe + one kNN per
-label on features tiled to the full size. Notebook seconds = training (charged to the first notebook in paper order that trains a run:
+label on features tiled to the full size. Notebook seconds = training (charged to the first notebook in `list_experiments` order (alphabetical) that trains a run:
 runs are shared through the run store) + feature extraction (once per run and checkpoint: the feature cache) + probe fits per
 evaluation job + fine-tuning (label_efficiency on ECG: modelled from the supervised step's cost per sample, 3 epochs, not timed). Not
 counted: t-SNE/PCA maps, CAM rendering, figures, kernel start-up, checkpoint writes, the one-off phantom renders (disk cache).
@@ -216,6 +218,10 @@ Rows group a (domain, method) over seeds and overrides; the step columns are of 
 ## Redundant evaluation work (estimated seconds, one core)
 
 {f(red)}
+
+Fundus training views: `views_s` is {views_share:.0%} of every fundus step ({views_total:.0f} s over the demo's fundus runs): the
+CLAHE + background-removal preprocessing runs on every view of every step; if it is applied before the random crop, computing it once
+per training image would save most of that (not verified here).
 
 Features themselves are not extracted twice: `embed` caches them on disk per checkpoint hash, code digest and evaluation spec, and
 `run_cells` trains each distinct run once before its cells. Phantoms are rendered once into the disk cache (`Rendered`); a later
