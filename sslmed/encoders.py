@@ -18,9 +18,9 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 
 # %% auto #0
-__all__ = ['ENCODERS', 'sincos_pos_embed', 'check_keep', 'gather_tokens', 'Encoder', 'ViTND', 'ViT1D', 'ViT3D', 'patch_keep_mask',
-           'ConvStem', 'ResBlock', 'CNN3D', 'TimmViT', 'TimmFeatures', 'create_encoder', 'Projector', 'Predictor',
-           'save_weights', 'weights_file', 'load_weights', 'from_pretrained']
+__all__ = ['ENCODERS', 'sincos_pos_embed', 'check_keep', 'gather_tokens', 'Encoder', 'ViTND', 'ViT1D', 'ViT2D', 'ViT3D',
+           'patch_keep_mask', 'ConvStem', 'ResBlock', 'CNN3D', 'TimmViT', 'TimmFeatures', 'create_encoder', 'Projector',
+           'Predictor', 'save_weights', 'weights_file', 'load_weights', 'from_pretrained']
 
 # %% ../nbs/03_encoders.ipynb #e234c619
 def sincos_pos_embed(grid: Sequence[int], dim: int, temperature: float = 10000.0) -> Tensor:
@@ -158,6 +158,12 @@ class ViT1D(ViTND):
     def __init__(self, in_chans: int = 12, patch_size: int = 50, embed_dim: int = 384, depth: int = 8, num_heads: int = 6,
                  pos: str = "sincos", seq_len: int | None = None, **kw):
         super().__init__(1, in_chans, patch_size, embed_dim, depth, num_heads, pos=pos, size=seq_len, **kw)
+
+class ViT2D(ViTND):
+    "ViT for images (B, C, H, W) with square patches (sslmed's own; any timm ViT works too)."
+    def __init__(self, in_chans: int = 1, img_size=224, patch_size: int = 16, embed_dim: int = 384, depth: int = 12,
+                 num_heads: int = 6, pos: str = "sincos", **kw):
+        super().__init__(2, in_chans, patch_size, embed_dim, depth, num_heads, pos=pos, size=img_size, **kw)
 
 class ViT3D(ViTND):
     "ViT for volumes (B, C, D, H, W) with cubic patches."
@@ -367,6 +373,8 @@ class TimmFeatures(Encoder):
 ENCODERS = {
     "vit1d_tiny": partial(ViT1D, embed_dim=192, depth=4, num_heads=3),
     "vit1d_small": partial(ViT1D, embed_dim=384, depth=8, num_heads=6),
+    "vit2d_tiny_convstem": partial(ViT2D, embed_dim=192, depth=12, num_heads=3, stem="conv"),  # timm's ViT-Ti widths, early convolutions
+    "vit2d_small_convstem": partial(ViT2D, embed_dim=384, depth=12, num_heads=6, stem="conv"),
     "vit3d_tiny": partial(ViT3D, embed_dim=192, depth=6, num_heads=3),
     "vit3d_small": partial(ViT3D, embed_dim=384, depth=12, num_heads=6),
     "vit3d_base": partial(ViT3D, embed_dim=768, depth=12, num_heads=12),    # timm's ViT-B, -L, -H widths, depths and heads
@@ -379,7 +387,7 @@ ENCODERS = {
 }
 
 def create_encoder(name: str, in_chans: int, **kw) -> Encoder:
-    "An `Encoder` by name: `vit1d_*`, `vit3d_*` (`*_convstem`), `cnn3d_tiny|small` or any timm model (never pretrained, no classifier)."
+    "An `Encoder` by name: `vit1d_*`, `vit2d_*_convstem`, `vit3d_*` (`*_convstem`), `cnn3d_tiny|small` or any timm model (never pretrained, no classifier)."
     if kw.pop("pretrained", False): raise ValueError("sslmed never loads pretrained weights: drop pretrained=True")
     if name in ENCODERS: return ENCODERS[name](in_chans=in_chans, name=name, **kw)
     if timm.is_model(name):

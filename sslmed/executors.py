@@ -296,12 +296,28 @@ def _plan_dynamics(p, profile, root):
     n_ck = sum(c.steps // c.keep_every + 1 if c.keep_every else 1 for c in cfgs)  # backbone_step<k>.pt at 0, k, 2k, …
     return runs + snap, {"probe (checkpoint)": n_ck}
 
+def _kept_steps(cfg) -> list[int]:
+    "The steps whose backbone a run of `cfg` keeps: 0, k, 2k, … (`keep_every` k) and its last step (`backbone.pt`)."
+    return sorted({*(range(0, cfg.steps + 1, cfg.keep_every) if cfg.keep_every else ()), cfg.steps})
+
+def _plan_curves(p, profile, root):
+    from sslmed.protocols import spread
+    runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in p["seeds"]]
+    base = [dict(domain=d, method="random", seed=s, overrides=_po(p)) for d in p["domains"] for s in p["seeds"]]
+    n_ck = sum(len(spread(_kept_steps(run_path(profile=profile, root=root, **kw)[0]), p["points"])) for kw in runs)
+    return runs + base, {"probe (checkpoint)": n_ck, "probe (grid cell)": len(base)}
+
 def _plan_views(p):
     return [dict(domain=d, method=m, seed=p["seed"], overrides=_po(p)) for d, m in p["cam_runs"].items()], {"CAM probe (driver)": len(p["cam_runs"])}
 
+def _plan_collapse(p):
+    rows = [(p["method"], o) for o in p["variants"].values()] + [(m, {}) for m in p["references"]]
+    return [dict(domain=p["domain"], method=m, seed=p["seed"], overrides={**_po(p), **o}) for m, o in rows], {"embedding (driver)": len(rows)}
+
 PLANNERS = {"main_results": _plan_main, "embeddings": _plan_embeddings, "label_efficiency": _plan_label_efficiency,
             "lambda_sweep": _plan_lambda, "selective_prediction": _plan_selective, "sigreg_design": _plan_design,
-            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views}
+            "training_dynamics": _plan_dynamics, "views_and_phantoms": _plan_views, "learning_curves": _plan_curves,
+            "collapse": _plan_collapse}
 
 # %% ../nbs/41_executors.ipynb #25d8fcc6
 def planned_calls(profile: str, params: dict, root=None) -> tuple[list[dict], list[dict]]:
@@ -362,11 +378,13 @@ def _views_of(views, x):
 
 def count_flops(cfg, batch: int = 2) -> tuple[float, str]:
     "FLOPs of one forward + backward per sample of `cfg`'s method at full size, and the shapes of a sample's views."
-    import torch
+    import dataclasses, torch
     from torch.utils.flop_counter import FlopCounterMode
     from sslmed.domain import get_domain
     from sslmed.train import build_method
     dom = get_domain(cfg.domain)
+    if cfg.views_kw.get("norm_stats") == "auto":  # measured when a run starts; a standardisation adds no counted FLOPs
+        cfg = dataclasses.replace(cfg, views={**cfg.views, "norm_stats": None})
     method, views = build_method(cfg, dom)
     if not method.trainable: return 0.0, ""
     if cfg.method == "triplet": batch = max(batch, 4)  # an anchor, a positive and a negative per class pair

@@ -17,7 +17,8 @@ from .metrics import auroc, classification_metrics, check_scores
 # %% auto #0
 __all__ = ['CELL', 'FLOAT_KEYS', 'VERDICTS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval',
            'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide', 'verdict_wide',
-           'parse_cell', 'is_verdict', 'key_columns', 'compare_frames', 'read_table', 'compare_tables']
+           'positive_control', 'parse_cell', 'is_verdict', 'key_columns', 'compare_frames', 'read_table',
+           'compare_tables']
 
 # %% ../nbs/37_intervals.ipynb #dd1a7afb
 def score_fn(metric: str, task: str):
@@ -131,6 +132,15 @@ def interval_wide(table: pd.DataFrame, probe: str = "linear", digits: int = 3) -
 def verdict_wide(verdict: pd.DataFrame, probe: str = "linear") -> pd.DataFrame:
     "Methods x (domain / label) verdicts against random init for one probe."
     return _wide(verdict, "verdict", probe)
+
+# %% ../nbs/37_intervals.ipynb #2efdb31d
+def positive_control(table: pd.DataFrame, control: str = "supervised", baseline: str = "random") -> pd.DataFrame:
+    "`control`'s interval against `baseline`'s per (domain, label, probe): 'beats' is a benchmark that can judge."
+    if control not in set(table.method): raise ValueError(f"no {control!r} rows in the table: the positive control needs them")
+    v = verdicts(table[table.method.isin([control, baseline])], baseline)
+    return v.assign(control=[fmt_interval(*r) for r in zip(v["mean"], v.lo, v.hi)],
+                    baseline=[fmt_interval(*r) for r in zip(v.base_mean, v.base_lo, v.base_hi)])[
+        ["domain", "label", "probe", "metric", "control", "baseline", "verdict"]]
 
 # %% ../nbs/37_intervals.ipynb #ef0981e7
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan"

@@ -21,7 +21,7 @@ __all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line
            'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
-PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 9))
+PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 10))
 VOLATILE = ("wall_time_s", "created")  # manifest fields allowed to differ between two identical runs
 
 

@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/protocols.html.md"""
 
 # %% ../nbs/40_protocols.ipynb #164a67fa
 from __future__ import annotations
-import dataclasses, hashlib, importlib, json, os
+import dataclasses, hashlib, importlib, json, os, re
 from collections import Counter
 import numpy as np
 from pathlib import Path
@@ -27,11 +27,12 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets',
            'profile_cards', 'external_datasets', 'run_device', 'as_overrides', 'run_path', 'is_finished', 'pretrain',
            'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
-           'default_jobs', 'register_executor', 'parallel_map', 'local_map', 'grid_cell', 'run_cells', 'run_grid',
-           'headline', 'mean_sd_table', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
-           'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets',
-           'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data',
-           'fixture_writer', 'write_fixtures']
+           'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor', 'parallel_map',
+           'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'snapshots', 'spread',
+           'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task',
+           'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots',
+           'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer',
+           'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -50,12 +51,12 @@ def _data_kw(domain: str, profile: str, root=None) -> tuple[str, dict]:
     return cfg.dataset, kw
 
 def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None):
-    "A (train, test) pair for probing: phantoms with disjoint seeds, or the real dataset's own splits."
+    "A (train, test) pair for probing: two fixed phantom draws (the same for every `seed`, as a real dataset's splits are), or the real dataset's own splits."
     dom = get_domain(domain)
     name, kw = _data_kw(domain, profile, root)
     if name == "phantom":
         sizes, make = dom.sizes(profile), dom.datasets["phantom"]
-        return make(seed=10_000 + seed, n=sizes["train"], **kw), make(seed=20_000 + seed, n=sizes["test"], **kw)
+        return make(seed=10_000, n=sizes["train"], **kw), make(seed=20_000, n=sizes["test"], **kw)  # seeds vary training, the bootstrap the test set
     name, extra = dom.eval_dataset.get(name, (name, {}))  # pretraining-only sets are evaluated on the domain's labelled set
     root_dir = os.environ.get(root_env(name))
     if not root_dir: raise ValueError(f"evaluation on {name!r} needs ${root_env(name)} (see data_cards/)")
@@ -127,22 +128,25 @@ def load_run(run_dir) -> tuple[TrainConfig, pd.DataFrame | None]:
     m = run_dir / "metrics.csv"
     return cfg, (pd.read_csv(m) if m.is_file() else None)
 
-def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None):
+def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt", device=None,
+          head: bool = False):  # head: the backbone followed by the method's projector, from a full checkpoint (`method_head`)
     "Features of the train and test evaluation sets under a run's backbone (cached on disk)."
     from sslmed.features import extract_features
     root = Path(root or project_root())
     cfg, _ = load_run(run_dir)
     dom = get_domain(cfg.domain)
     views_kw = cfg.views_kw
-    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), dom.eval_tf(**views_kw)).eval()
+    net = method_head(Path(run_dir) / checkpoint, cfg) if head else load_backbone(Path(run_dir) / checkpoint)
+    model = Preprocessed(net, dom.eval_tf(**views_kw)).eval()
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     cache = root / "runs" / "features" / profile
     kw, code = dict(batch_size=64, cache_dir=cache, progress=False, device=run_device(cfg, device)), code_digest(root)
     # the weights alone do not name the features: the recipe's data settings and views (the eval transform) do too
     spec = json.dumps([_data_kw(cfg.domain, profile, root), dom.sizes(profile), views_kw], sort_keys=True, default=str)
     tag = f"{code}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
-    return (extract_features(model, train, key=f"{cfg.domain}-train-s{seed}-{tag}", split="train", **kw),
-            extract_features(model, test, key=f"{cfg.domain}-test-s{seed}-{tag}", split="test", **kw))
+    part = "head-" if head else ""
+    return (extract_features(model, train, key=f"{cfg.domain}-{part}train-s{seed}-{tag}", split="train", **kw),
+            extract_features(model, test, key=f"{cfg.domain}-{part}test-s{seed}-{tag}", split="test", **kw))
 
 _KEEP = ("auroc", "accuracy", "f1", "kappa")
 
@@ -232,6 +236,39 @@ def external_rows(run_dir, ftr, probes, profile: str = "smoke", seed: int = 0, r
                                  **({"score_task": r.task, "y": r.labels, "probs": r.probs} if predictions else {})))
     return rows
 
+# %% ../nbs/40_protocols.ipynb #c0ll4ps2
+def method_head(checkpoint, cfg: TrainConfig) -> nn.Module:
+    "A run's backbone followed by its method's projector, read from a full checkpoint (`last.pt`): the embedding LeJEPA's loss sees."
+    from sslmed.train import build_method
+    from sslmed.runs import load_checkpoint
+    method, _ = build_method(dataclasses.replace(cfg, init_from=None), get_domain(cfg.domain))
+    method.load_state_dict(load_checkpoint(checkpoint)["model"])
+    proj = getattr(method, "projector", None)
+    if proj is None: raise ValueError(f"{checkpoint}: method {cfg.method!r} has no projector to embed with")
+    head = nn.Sequential(method.encoder, proj).eval()
+    head.embed_dim = getattr(proj, "out_dim", method.encoder.embed_dim)  # projector=False: the identity, the backbone's width
+    return head
+
+def snapshot_steps(run_dir) -> list[int]:
+    "The steps of a run's kept backbones (`backbone_step<k>.pt`, `keep_every`), in order."
+    return sorted(int(p.name[len("backbone_step"):-len(".pt")]) for p in Path(run_dir).glob("backbone_step*.pt"))
+
+def collapse_trace(run_dir, profile: str = "smoke", seed: int = 0, num_slices: int = 256, root=None) -> pd.DataFrame:
+    "Effective rank and SIGReg statistic (`embedding_spectrum`) of a run's backbone at each kept snapshot and at the end, and of its projector output at the end."
+    from sslmed.spectra import embedding_spectrum
+    cfg, _ = load_run(run_dir)
+    steps = [s for s in snapshot_steps(run_dir) if s < cfg.steps]
+    parts = [(s, "backbone", f"backbone_step{s}.pt", False) for s in steps] + [(cfg.steps, "backbone", "backbone.pt", False)]
+    if (Path(run_dir) / "last.pt").is_file(): parts.append((cfg.steps, "projector", "last.pt", True))  # the untrained baseline has none
+    rows = []
+    for step, part, ck, head in parts:
+        tr, te = embed(run_dir, profile, seed, root, ck, head=head)
+        s = embedding_spectrum(torch.cat([tr.per_group(), te.per_group()]), num_slices, step=seed)
+        rows.append(dict(step=step, part=part, n=s.n, dim=s.dim, effective_rank=s.effective_rank, sigreg=s.sigreg,
+                         sigreg_standardized=s.sigreg_standardized))
+    return pd.DataFrame(rows)
+
+
 # %% ../nbs/40_protocols.ipynb #a3f933a3
 def default_jobs() -> int:
     "How many runs train at once: `$SSLMED_JOBS` (set by `sslmed paper --procs`), else 1."
@@ -310,6 +347,38 @@ def mean_sd_table(results: pd.DataFrame, index="method", columns=("domain", "lab
     t.columns = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in t.columns]
     return t.reset_index()
 
+# %% ../nbs/40_protocols.ipynb #2ad1f16e
+_SNAPSHOT = re.compile(r"backbone_step(\d+)\.pt")
+
+def snapshots(run_dir) -> dict[int, str]:
+    "Step -> file of a run's kept backbones (`backbone_step<k>.pt`), plus `backbone.pt` at its last step if no snapshot is there."
+    run_dir = Path(run_dir)
+    out = {int(m[1]): p.name for p in run_dir.iterdir() if (m := _SNAPSHOT.fullmatch(p.name))}
+    last = load_run(run_dir)[0].steps
+    if last not in out and (run_dir / "backbone.pt").is_file(): out[last] = "backbone.pt"
+    if not out: raise FileNotFoundError(f"{run_dir} holds neither backbone.pt nor backbone_step<k>.pt: is the run finished?")
+    return dict(sorted(out.items()))
+
+def spread(steps, points: int | None = None) -> list[int]:
+    "At most `points` of `steps` (sorted), evenly spaced by rank with the first and the last kept; all of them when None."
+    steps = sorted(steps)
+    if points is None or len(steps) <= points: return steps
+    if points < 2: raise ValueError(f"points must be None or >= 2 (the first and the last snapshot), got {points}")
+    return [steps[i] for i in np.round(np.linspace(0, len(steps) - 1, points)).astype(int)]
+
+# %% ../nbs/40_protocols.ipynb #26969139
+def learning_curves(runs, profile: str = "smoke", points: int | None = None, root=None, jobs: int | None = None) -> pd.DataFrame:
+    "Linear-probe headline score of each run's snapshots (at most `points` per run): a row per (domain, method, seed, step, probe, label)."
+    calls = []
+    for run in runs:
+        seed, snaps = load_run(run)[0].seed, snapshots(run)
+        calls += [(step, dict(run_dir=str(run), profile=profile, seed=seed, probes=("linear",), root=str(root) if root else None,
+                              checkpoint=snaps[step])) for step in spread(snaps, points)]
+    if not calls: raise ValueError("learning_curves needs at least one run folder")
+    rows = parallel_map(evaluate, [kw for _, kw in calls], jobs)
+    r = headline(pd.concat([df.assign(step=step) for (step, _), df in zip(calls, rows)], ignore_index=True))
+    return r[["domain", "method", "seed", "step", "probe", "label", "metric", "score"]]
+
 # %% ../nbs/40_protocols.ipynb #14c85a42
 def linear_head(in_dim: int, out_dim: int, seed: int) -> nn.Linear:
     "A new linear head whose initial weights depend on `seed` only, not on what ran before in the process."
@@ -367,7 +436,7 @@ def task_datasets(domain: str, task: str, profile: str = "smoke", seed: int = 0,
     base, kw = _data_kw(domain, profile, root)
     if base == "phantom":
         train, test = eval_datasets(domain, profile, seed, root)
-        return train, dom.datasets["phantom"](seed=30_000 + seed, n=dom.sizes(profile)["test"], **kw), test, spec
+        return train, dom.datasets["phantom"](seed=30_000, n=dom.sizes(profile)["test"], **kw), test, spec
     root_dir = data_dir or os.environ.get(root_env(name))
     if not root_dir: raise ValueError(f"fine-tuning on {name!r} needs ${root_env(name)} (see data_cards/)")
     kw = {**{k: v for k, v in kw.items() if k != "split"}, **dom.eval_dataset.get(base, (name, {}))[1], **spec["data"]}

@@ -16,7 +16,8 @@ from .selective import SelectiveResult
 # %% auto #0
 __all__ = ['ECG_SHOWN_LEADS', 'categories', 'label_names', 'class_examples', 'top_class_examples', 'show_input', 'view_grid',
            'linear_head', 'cam_maps', 'cam_grid', 'probe_classifier', 'cam_methods', 'selective_probe', 'spectrum_row',
-           'plot_spectra', 'embedding_2d', 'map_grid', 'plot_risk_coverage', 'grid_rows', 'phantom_grid']
+           'plot_spectra', 'negative_control', 'plot_collapse', 'embedding_2d', 'map_grid', 'plot_risk_coverage',
+           'curve_summary', 'plot_learning_curves', 'grid_rows', 'phantom_grid']
 
 # %% ../nbs/43_reports.ipynb #f2031282
 def categories(y, names=None) -> tuple[np.ndarray, dict[int, str]]:
@@ -220,6 +221,39 @@ def plot_spectra(spectra: dict, title: str | None = None):
     if title: fig.suptitle(title, fontsize=8)
     return fig
 
+# %% ../nbs/43_reports.ipynb #1010c5bc
+def negative_control(table, method: str = "lejepa", reference: str = "lejepa λ=0") -> "pd.DataFrame":
+    "Per domain, `method` against its λ = 0 `reference` in an F3 table: 'holds' when its rank is higher and its statistic lower."
+    import pandas as pd
+    t = table.set_index(["domain", "method"])
+    rows = []
+    for d in dict.fromkeys(table.domain):
+        if (d, method) not in t.index or (d, reference) not in t.index: continue
+        a, z = t.loc[(d, method)], t.loc[(d, reference)]
+        ok = a.effective_rank > z.effective_rank and a.sigreg_standardized < z.sigreg_standardized
+        rows.append(dict(domain=d, rank=a.effective_rank, rank_ref=z.effective_rank, sigreg_std=a.sigreg_standardized,
+                         sigreg_std_ref=z.sigreg_standardized, verdict="holds" if ok else "fails"))
+    if not rows: raise ValueError(f"no domain has both {method!r} and {reference!r} rows: the negative control needs both")
+    return pd.DataFrame(rows)
+
+# %% ../nbs/43_reports.ipynb #c0ll4ps4
+def plot_collapse(trace: pd.DataFrame, reference: dict | None = None, title: str | None = None):
+    "Effective rank and standardised SIGReg statistic against training step, one line per `variant` (backbone), the projector's end value as a star; `reference` {name: (rank, stat)} as dashed lines."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), layout="constrained")
+    for ax, col, name in zip(axes, ("effective_rank", "sigreg_standardized"), ("effective rank", "SIGReg statistic (standardised)")):
+        for i, (v, g) in enumerate(trace.groupby("variant", sort=False)):
+            b, pr = g[g.part == "backbone"].sort_values("step"), g[g.part == "projector"]
+            ax.plot(b.step, b[col], marker="o", ms=2, lw=1, color=f"C{i}", label=v)
+            ax.plot(pr.step, pr[col], marker="*", ms=7, ls="none", color=f"C{i}")
+        for j, (r, vals) in enumerate((reference or {}).items()):
+            ax.axhline(vals[0 if col == "effective_rank" else 1], ls="--", lw=0.8, color="grey", label=r if j == 0 else None)
+        ax.set(xlabel="training step", ylabel=name, yscale="log" if col == "sigreg_standardized" else "linear")
+    axes[0].legend(fontsize=6, title="backbone (line), projector at the end (★)", title_fontsize=6)
+    if title: fig.suptitle(title, fontsize=8)
+    return fig
+
+
 # %% ../nbs/43_reports.ipynb #a8aabb45
 def embedding_2d(x, kind: str = "pca", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     "2D coordinates (N, 2) of embeddings (N, D) by PCA or t-SNE (PCA-initialised, fixed random_state)."
@@ -274,6 +308,48 @@ def plot_risk_coverage(results, ax=None, mark_coarse: bool = True):
     ax.set_xlabel("coverage"); ax.set_ylabel("selective risk (1 − accuracy)")
     ax.set_xlim(0, 1.02); ax.set_ylim(bottom=0); ax.legend(loc="upper left")
     return ax
+
+# %% ../nbs/43_reports.ipynb #d7ab7e6e
+def curve_summary(curves, bands=None, probe: str = "linear", baseline: str = "random"):
+    "Per (domain, label, metric, method, step): mean, sd, min, max of the score over seeds; with `bands`, the `baseline`'s interval and the mean against it."
+    import pandas as pd
+    c = curves[curves.probe == probe]
+    if c.empty: raise ValueError(f"no {probe!r} rows among the curves' probes {sorted(set(curves.probe))}")
+    keys = ["domain", "label", "metric", "method", "step"]
+    s = c.groupby(keys).score.agg(mean="mean", sd="std", min="min", max="max", seeds="count").reset_index()
+    if bands is None: return s
+    b = bands[(bands.probe == probe) & (bands.method == baseline)][["domain", "label", "mean", "lo", "hi"]]
+    s = s.merge(b.rename(columns={"mean": "random_mean", "lo": "random_lo", "hi": "random_hi"}), on=["domain", "label"], how="left")
+    s["vs_random"] = np.select([s.random_lo.isna(), s["mean"] > s.random_hi, s["mean"] < s.random_lo], ["no band", "above", "below"], "inside")
+    return s
+
+# %% ../nbs/43_reports.ipynb #589dbe5f
+def plot_learning_curves(summary, methods=None, title: str | None = None):
+    "One panel per (domain, label) of a `curve_summary`: mean score against step per method (seeds' range shaded), the baseline's interval as a grey band."
+    import matplotlib.pyplot as plt, seaborn as sns
+    panels = list(summary.groupby(["domain", "label"], sort=False))
+    if not panels: raise ValueError("plot_learning_curves needs a summary with at least one row")
+    methods = list(methods or dict.fromkeys(summary.method))
+    colour = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    ncol = min(3, len(panels)); nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.5 * ncol + 1.1, 2.0 * nrow + 0.4), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(panels):]: ax.set_visible(False)
+    for ax, ((d, lab), g) in zip(axes.flat, panels):
+        if "random_lo" in g and g.random_lo.notna().any():
+            r = g.iloc[0]
+            ax.axhspan(r.random_lo, r.random_hi, color="0.88", zorder=0, label="random init, 95% interval")
+            ax.axhline(r.random_mean, color="0.55", lw=0.8, ls="--", zorder=1)
+        for m in [m for m in methods if m in set(g.method)]:
+            gm = g[g.method == m].sort_values("step")
+            ax.plot(gm.step, gm["mean"], marker="o", ms=2.5, lw=1.2, color=colour[m], label=m)
+            if (gm.seeds > 1).any(): ax.fill_between(gm.step, gm["min"], gm["max"], color=colour[m], alpha=0.15, lw=0)
+        ax.set_title(f"{d} · {lab}", fontsize=9); ax.set_xlabel("pretraining step", fontsize=8)
+        ax.set_ylabel(g.metric.iloc[0], fontsize=8); ax.tick_params(labelsize=7)
+    handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}  # each method once, wherever it is drawn
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=7)
+    if title: fig.suptitle(title, fontsize=9)
+    fig.canvas.draw(); fig.set_layout_engine("none")  # freeze the layout, so that a provenance footer goes under it
+    return fig
 
 # %% ../nbs/43_reports.ipynb #f45a9417
 def grid_rows(ds: Phantom, label: str, n: int) -> list[tuple[str, np.ndarray]]:

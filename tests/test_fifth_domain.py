@@ -90,7 +90,7 @@ Procedural: no patient data; it exists to show that a new domain needs no edit t
 """
 
 # the smoke profile, narrowed to the new domain (a profile names domains only to choose a subset) and to what it has
-NOTEBOOKS = {"main_results": {}, "embeddings": {}, "lambda_sweep": {}, "training_dynamics": {},
+NOTEBOOKS = {"main_results": {}, "embeddings": {}, "lambda_sweep": {}, "training_dynamics": {}, "learning_curves": {},
              "label_efficiency": {"finetune_domains": ["toy"]}, "views_and_phantoms": {"cam_runs": {}}}
 
 DRIVER = """
@@ -137,9 +137,9 @@ def test_fifth_domain_runs_through_every_experiment_that_loops_over_domains(chec
     assert set(t1.domain) == {"toy"} and {"lejepa", "random"} <= set(t1.method) and t1.auroc.notna().all()
     assert "toy / kind" in (tables / "T1_main_linear.md").read_text()                    # T1, the headline table
     assert "toy / kind" in pd.read_csv(tables / "T3_lambda.csv").columns
-    for t in ("T2_label_efficiency", "F3_spectra"): assert set(pd.read_csv(tables / f"{t}.csv").domain) == {"toy"}, t
+    for t in ("T2_label_efficiency", "F3_spectra", "F9_learning_curves"): assert set(pd.read_csv(tables / f"{t}.csv").domain) == {"toy"}, t
     manifest = json.loads((checkout / "figures/smoke/manifest.json").read_text())
-    assert {"F5a_views_toy", "F5b_phantom_toy", "F2_training_curves"} <= set(manifest)
+    assert {"F5a_views_toy", "F5b_phantom_toy", "F2_training_curves", "F9_learning_curves"} <= set(manifest)
     for k, e in manifest.items(): assert set(e["data_cards"]) == {"phantom_toy"}, (k, e["data_cards"])  # from the registry
 
     after = digests(checkout)

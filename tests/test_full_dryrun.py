@@ -75,6 +75,7 @@ CI_GROUPS = {
     "label_efficiency": {"domains": ["ecg"], "finetune_domains": ["ecg"]},
     "lambda_sweep": {"domains": ["ecg"]},
     "training_dynamics": {"domains": ["ecg"]},
+    "learning_curves": {"domains": ["ecg"]},
     "selective_prediction": {"methods": ["lejepa", "random"]},                        # fundus
     "sigreg_design": {"domain": "angio", "slices": [1024], "t_maxes": [], "knots": [], "views": []},
     "views_and_phantoms": {"domains": ["angio", "neuro"], "cam_runs": {"angio": "lejepa"}},

@@ -63,17 +63,20 @@ class AngioPhantom(Phantom):
     "X-ray coronary angiography frames (1, H, W) in [0, 1]: a branching contrast-filled tree over a chest background."
     label_names = {"stenosis": ["no stenosis", "stenosis"], "segment": ANGIO_SEGMENTS}
 
-    def __init__(self, n: int, seed: int = 0, size: int = 256):
+    def __init__(self, n: int, seed: int = 0, size: int = 256,
+                 min_severity: float = 0.5):  # the mildest labelled narrowing (of the diameter); lesions draw from [min_severity, 0.99]
         super().__init__(n, seed)
         self.size = check_int(size, "size", low=32)
+        if not 0.3 <= min_severity <= 0.95: raise ValueError(f"min_severity must be in [0.3, 0.95] (distractor waists reach 0.3), got {min_severity!r}")
+        self.min_severity = float(min_severity)
 
-    def _extra_repr(self): return f", size={self.size}"
+    def _extra_repr(self): return f", size={self.size}" + (f", min_severity={self.min_severity}" if self.min_severity != 0.5 else "")
 
     def draw_labels(self, rng):
         u = rng.random(3)
         stenosis = bool(u[0] < 0.5)
         return dict(stenosis=int(stenosis), segment=int(u[1] * len(ANGIO_SEGMENTS)) if stenosis else -1,
-                    severity=float(0.5 + 0.49 * u[2]) if stenosis else 0.0)
+                    severity=float(self.min_severity + (0.99 - self.min_severity) * u[2]) if stenosis else 0.0)
 
     def _tree(self, rng) -> list[_Vessel]:
         S, k = self.size, max(self.size / 64, 1.5)  # radii in pixels never below those at 96²: see above
@@ -538,6 +541,8 @@ ARCADE_SEED_KEYS = {  # seed 000's config/lejepa_config.yaml -> sslmed keys (dat
 DOMAIN = register_domain(Domain(
     "angio", in_chans=1, views=with_presets(angio_views, 1), eval_tf=angio_eval, label_key="stenosis",
     tasks={"stenosis": Task("binary", 2, "auroc")},
+    eval_sizes={"smoke": dict(train=256, test=128), "demo": dict(train=2048, test=2048),
+                "full": dict(train=None, test=None)},  # demo: intervals narrow enough to judge
     datasets={"phantom": phantom_factory(AngioPhantom), "arcade": arcade_dataset},
     encoder="vit_small_patch8_224", real_splits={"arcade": ("train", "test")},
     eval_dataset={"arcade": ("arcade", {"subset": "both", "task": "stenosis"})},

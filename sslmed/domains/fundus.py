@@ -676,6 +676,8 @@ SEED_KEYS = {"BATCH_SIZE": _SCHED, "TOTAL_DS_EPOCHS": _SCHED, "LR": "lr", "WEIGH
 DOMAIN = register_domain(Domain(
     "fundus", in_chans=3, views=with_presets(fundus_views, 3), eval_tf=fundus_eval, label_key="grade",
     tasks={"grade": Task("ordinal", len(FUNDUS_GRADES), "kappa")},
+    eval_sizes={"smoke": dict(train=256, test=128), "demo": dict(train=2048, test=2048),
+                "full": dict(train=None, test=None)},  # demo: κ's intervals narrow enough to judge
     datasets={"phantom": phantom_factory(FundusPhantom), "eyepacs": reader_factory(EyePACS), "aptos": reader_factory(APTOS),
               "messidor2": reader_factory(Messidor2)},
     encoder="resnet50", real_splits={"aptos": ("train", "test"), "eyepacs": ("train", "test")},

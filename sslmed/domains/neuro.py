@@ -1118,7 +1118,7 @@ DOMAIN = register_domain(Domain(
     datasets={"phantom": phantom_factory(NeuroPhantom), "neuro_studies": reader_factory(NeuroStudies)},
     encoder="vit3d_base", study_key="study", real_splits={"neuro_studies": ("train", "test")},
     eval_dataset={"neuro_studies": ("neuro_studies", {"labels_csv": "labels.csv"})},  # the split column of the labels file
-    eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=256, test=128)},  # phantom items are series: n studies x n_series
+    eval_sizes={"smoke": dict(train=64, test=32), "demo": dict(train=384, test=384)},  # phantom items are series: n studies x n_series
     fixtures={"neuro_studies": write_neuro_fixture}, seed_keys=NEURO_SEED_KEYS, norm_stats=neuro_norm_stats,
     classify_keys=NEURO_CLASSIFY_KEYS,
     cards={"phantom": "phantom_neuro", "neuro_studies": "neuro_studies"},
