@@ -106,6 +106,18 @@ def notebook_estimate(runs: pd.DataFrame, ev: pd.DataFrame, params: dict, calls:
                     r = by_key[k]; sup = runs[(runs.domain == c["domain"]) & (runs.method == "supervised")].iloc[0]
                     sc = dict(forward_s=sup.step_forward_s, backward_s=sup.step_backward_s)
                     rows[nb]["finetune_s"] += ev.loc[c["domain"], "labels"] * sum(finetune_s(sc, ev.loc[c["domain"]], sup.batch, f, eps) for f in fr)
+        known = ("main_results", "lambda_sweep", "sigreg_design", "selective_prediction", "views_and_phantoms", "embeddings",
+                 "label_efficiency", "training_dynamics")
+        if nb not in known:   # by the plan's job kinds: a grid cell or driver embeds its run, a checkpoint job embeds a snapshot
+            doms = sorted({c["domain"] for c in cs})
+            for e in (e for e in evals if e["notebook"] == nb):
+                if e["kind"] == "probe (checkpoint)":
+                    for dom in doms:
+                        rows[nb]["extract_s"] += e["jobs"] / len(doms) * ev.loc[dom, "extract_s"]; rows[nb]["probe_s"] += e["jobs"] / len(doms) * ev.loc[dom, "linear_s"]
+                else:
+                    for c in cs:
+                        extract(nb, key(c), c["domain"])
+                        if e["kind"].startswith("probe"): rows[nb]["probe_s"] += ev.loc[c["domain"], "linear_s"]
         if nb == "training_dynamics":
             n_ck = next((e["jobs"] for e in evals if e["notebook"] == nb), 0)
             per_dom = n_ck / max(1, len({c["domain"] for c in cs}))
@@ -251,11 +263,15 @@ def main():
     runs["lamb"] = [c.method_kw.get("lamb") for c in runs.cfg]
     out, out_ev = Path(a.out) / f"demo_budget_{tag}.csv", Path(a.out) / f"demo_budget_eval_{tag}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if a.reuse_steps or a.report_only:
-        old = pd.read_csv(out)
-        step_cost = {k: {c[5:]: g.iloc[0][c] for c in ("step_data_s", "step_views_s", "step_forward_s", "step_backward_s")}
-                     for k, g in old.assign(key=list(runs.key)).groupby("key")}
-    else: step_cost = {}
+    step_cost = {}
+    if a.reuse_steps or a.report_only:   # a run of the earlier CSV keeps its timing, under the step-cost key of today's plan
+        old = pd.read_csv(out, dtype={"overrides": str}).set_index(["domain", "method", "seed", "overrides", "encoder", "batch", "steps"])
+        for r in runs.itertuples():   # a changed recipe (encoder, batch, steps) is timed again; views changes are not seen: time afresh then
+            at = (r.domain, r.method, r.seed, r.overrides, r.cfg.encoder, r.cfg.batch_size, r.cfg.steps)
+            if at in old.index:
+                o = old.loc[at]
+                o = o.iloc[0] if isinstance(o, pd.DataFrame) else o
+                step_cost.setdefault(r.key, {c[5:]: float(o[c]) for c in ("step_data_s", "step_views_s", "step_forward_s", "step_backward_s")})
     eval_cost = pd.read_csv(out_ev).set_index("domain").T.to_dict() if a.report_only else {}
     with tempfile.TemporaryDirectory() as d:
         for i, c in enumerate(runs.cfg):

@@ -73,7 +73,7 @@ VERDICTS = {    # one line per option, written by hand from the CSVs below (a re
                "of 3.25× is noise: > 2 is impossible on 2 cores). Never raise threads per run on this machine.",
     "bf16 autocast": "don't keep yet, but it is the largest lever and worth one decisive experiment: steps ran 1.26-2.36× faster "
                      "native and 1.01-2.23× under avx2 (CNNs gain most; against the drift check's later fp32 neuro stays ~2.0× and "
-                     "fundus ~0.85×, so only the neuro gain survived that check), the first-step loss moves 5-6e-4 relative to fp32, and — the "
+                     "fundus ~0.85×, so only the neuro gain survived that check; angio's new conv-stem recipe from main, `_angio_convstem.csv`: 1.37× with its drift check at 1.03×), the first-step loss moves 5-6e-4 relative to fp32, and — the "
                      "point that matters for `--compare` — fp32's first-step loss is bit-identical under default/avx2/avx512 while "
                      "bf16's differs by 2e-5 to 2e-4 relative between capabilities: bf16 adds ISA-dependent numerics that fp32 does "
                      "not have at step 0. Only a full `sslmed paper --profile demo --compare` under avx2 with `precision=bf16` "
@@ -113,7 +113,8 @@ baselines still moved 2-3× between processes (neuro: 1.45 s in demo_budget, 2.4
 roughly ±50% noise: read the direction and the order of magnitude, not the second digit. `amortised_ratio` charges the
 compile step (`first_s`) to the demo's step count. The `_isa_loss.csv` table is the first-step loss (same batch, same seed, no
 update) at fp32 and bf16 in fresh processes under ATEN_CPU_CAPABILITY=default|avx2|avx512; `*_spread` is (max - min)/mean across
-the three. Absolute seconds are not meaningful here (loaded CPU); only a GPU gives absolute times."""
+the three. The main CSVs were measured on the angio recipe before main switched it to `vit2d_tiny_convstem` (a patchify
+2-block ViT); `_angio_convstem.csv` repeats fp32 and bf16 on the new one. Absolute seconds are not meaningful here (loaded CPU); only a GPU gives absolute times."""
 
 def _worker(args):
     domain, steps, threads = args
