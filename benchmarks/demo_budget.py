@@ -209,8 +209,9 @@ counted: t-SNE/PCA maps, CAM rendering, figures, kernel start-up, checkpoint wri
 
 Total {total:.0f} core-seconds = {total / 3600:.2f} core-hours; on 2 cores at perfect scaling {total / 2 / 60:.0f} min. For
 comparison, the full demo regeneration under ATEN_CPU_CAPABILITY=avx2 with `--procs 2` took 3,561 s wall
-(`demo_compare_avx2_vs_native-amd-epyc-2c.txt`), i.e. {3561 * 2:.0f} core-seconds: this estimate is {total / 7122:.2f}× that, which
-is the size of the load-average inflation plus what is not counted.
+(`demo_compare_avx2_vs_native-amd-epyc-2c.txt`), i.e. {3561 * 2:.0f} core-seconds: this estimate is {total / 7122:.2f}× that. That
+run predates the collapse and learning_curves notebooks, the conv-stem angio recipe and the larger evaluation sets, so the ratio
+mixes load-average inflation (step seconds moved up to 2-3× between processes in `demo_speed`) with real growth of the demo.
 
 ## Top 5 costs
 
