@@ -171,7 +171,7 @@ def is_default_run(runs, c) -> bool:
     return len(r) > 0 and c["run"] == r.iloc[0].run
 
 def write_md(path: Path, tag: str, info: dict, load: tuple, steps: int, runs: pd.DataFrame, ev: pd.DataFrame, nb: pd.DataFrame,
-             red: pd.DataFrame):
+             red: pd.DataFrame, lc_ck: int = 0):
     f = lambda df, fmt=".1f": df.to_markdown(index=False, floatfmt=fmt)
     trained = runs[runs.step_s > 0]
     per_recipe = (trained.groupby(["domain", "method", "encoder", "batch", "steps"])
@@ -235,6 +235,10 @@ Rows group a (domain, method) over seeds and overrides; the step columns are of 
 Fundus training views: `views_s` is {views_share:.0%} of every fundus step ({views_total:.0f} s over the demo's fundus runs): the
 CLAHE + background-removal preprocessing runs on every view of every step; if it is applied before the random crop, computing it once
 per training image would save most of that (not verified here).
+
+learning_curves (read from its plan, not measured separately): its {lc_ck} checkpoint probes include the seed-0 LeJEPA snapshots
+that training_dynamics already embeds and probes (features then come from the cache; the estimate above charges them again, an
+overestimate of at most 16 extractions) and, where a curve's last point is the final step, backbones main_results already probed.
 
 Features themselves are not extracted twice: `embed` caches them on disk per checkpoint hash, code digest and evaluation spec, and
 `run_cells` trains each distinct run once before its cells. Phantoms are rendered once into the disk cache (`Rendered`); a later
@@ -302,7 +306,8 @@ def main():
     nb = notebook_estimate(full, ev, params, calls, evals, order)
     red = redundancies(full, ev, params, calls)
     print(nb.to_string(index=False, float_format=lambda x: f"{x:.1f}")); print(red.to_string(index=False))
-    write_md(out.with_suffix(".md"), tag, info, load, a.steps, full, ev.drop(columns="machine"), nb, red)
+    lc_ck = sum(e["jobs"] for e in evals if e["notebook"] == "learning_curves" and e["kind"] == "probe (checkpoint)")
+    write_md(out.with_suffix(".md"), tag, info, load, a.steps, full, ev.drop(columns="machine"), nb, red, lc_ck)
     print(f"\n{info}\nwrote {out}, {out_ev}, {out.with_suffix('.md')}")
 
 if __name__ == "__main__":
