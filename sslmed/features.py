@@ -190,7 +190,8 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
         if home is not None: encoder.to(home)
     feats = Features(torch.cat(xs), {k: _cat(v) for k, v in labels.items()}, groups)
     if path is not None:
-        with atomic_path(path) as tmp: torch.save({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, tmp)
+        from sslmed.runs import save_torch  # a full disk is a WriteError naming the file and the OS's reason
+        save_torch({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, path)
     return feats
 
 # %% ../nbs/31_features.ipynb #f374552b

@@ -221,9 +221,9 @@ class MonitoredFinetune(FinetuneResult):
     test_metrics: dict = field(default_factory=dict)
 
 def _save_best(path, model, epoch, metric, value, label_key, class_names):
-    with atomic_path(path) as tmp:
-        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": epoch, "metric": metric,
-                    "value": value, "label_key": label_key, "class_names": list(class_names or [])}, tmp)
+    from sslmed.runs import save_torch  # a full disk is a WriteError naming the file and the OS's reason
+    save_torch({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "epoch": epoch, "metric": metric,
+                "value": value, "label_key": label_key, "class_names": list(class_names or [])}, path)
 
 
 # %% ../nbs/33_finetune.ipynb #e08ea7ee
