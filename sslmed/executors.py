@@ -18,9 +18,9 @@ from .protocols import local_map, register_executor, run_path, is_finished
 __all__ = ['EXECUTORS', 'EXECUTOR_ENV', 'SLURM_ENV', 'GPUS_ENV', 'DEFAULTS', 'TERMINAL', 'PLANNERS', 'FLOP_KEYS', 'SAME_FLOPS',
            'GPU_PEAK', 'executor_name', 'executor_settings', 'use_executor', 'slurm_settings', 'visible_gpus',
            'gpu_groups', 'gpu_map', 'torchrun_command', 'pretrain_torchrun', 'JobFailed', 'squeue_states', 'run_folder',
-           'finished_run', 'slurm_executor', 'wait_jobs', 'slurm_map', 'submit_driver', 'planned_calls',
-           'distinct_runs', 'flop_key', 'count_flops', 'flops_table', 'cpu_rate', 'makespan', 'plan', 'plan_tables',
-           'print_plan', 'gpu_or_cpu_map']
+           'finished_run', 'slurm_executor', 'wait_jobs', 'slurm_map', 'submit_driver', 'control_seeds',
+           'planned_calls', 'distinct_runs', 'flop_key', 'count_flops', 'flops_table', 'cpu_rate', 'makespan', 'plan',
+           'plan_tables', 'print_plan', 'gpu_or_cpu_map']
 
 # %% ../nbs/41_executors.ipynb #cfe1fe36
 EXECUTORS = ("local", "slurm")
@@ -255,8 +255,13 @@ def _doms(p) -> dict:
     p = {**p, "domains": list_domains() if p.get("domains", ()) is None else p.get("domains")}
     return {**p, "finetune_domains": p["domains"]} if "finetune_domains" in p and p["finetune_domains"] is None else p
 
+def control_seeds(p) -> dict:
+    "method -> seeds of main_results' positive control (supervised, random init) where `control_seeds` gives them more."
+    return {m: p["control_seeds"] for m in ("supervised", "random") if m in p["methods"]} if p.get("control_seeds") else {}
+
 def _plan_main(p):
-    runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in p["seeds"]]
+    seeds = control_seeds(p)
+    runs = [dict(domain=d, method=m, seed=s, overrides=_po(p)) for d in p["domains"] for m in p["methods"] for s in seeds.get(m, p["seeds"])]
     return runs, {"probe (grid cell)": len(runs)}
 
 def _plan_embeddings(p):

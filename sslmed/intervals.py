@@ -134,13 +134,19 @@ def verdict_wide(verdict: pd.DataFrame, probe: str = "linear") -> pd.DataFrame:
     return _wide(verdict, "verdict", probe)
 
 # %% ../nbs/37_intervals.ipynb #2efdb31d
-def positive_control(table: pd.DataFrame, control: str = "supervised", baseline: str = "random") -> pd.DataFrame:
+def positive_control(table: pd.DataFrame, control: str = "supervised", baseline: str = "random",
+                     trained_on: dict | None = None,  # domain -> the label the control trained on; other labels are marked 'transfer'
+                     ) -> pd.DataFrame:
     "`control`'s interval against `baseline`'s per (domain, label, probe): 'beats' is a benchmark that can judge."
     if control not in set(table.method): raise ValueError(f"no {control!r} rows in the table: the positive control needs them")
     v = verdicts(table[table.method.isin([control, baseline])], baseline)
-    return v.assign(control=[fmt_interval(*r) for r in zip(v["mean"], v.lo, v.hi)],
-                    baseline=[fmt_interval(*r) for r in zip(v.base_mean, v.base_lo, v.base_hi)])[
-        ["domain", "label", "probe", "metric", "control", "baseline", "verdict"]]
+    cols = ["domain", "label", "probe", "metric", "control", "baseline", "verdict"]
+    v = v.assign(control=[fmt_interval(*r) for r in zip(v["mean"], v.lo, v.hi)],
+                 baseline=[fmt_interval(*r) for r in zip(v.base_mean, v.base_lo, v.base_hi)])
+    if trained_on is None: return v[cols]
+    kind = ["trained on it" if trained_on.get(d) == l else f"transfer (trained on {trained_on[d]})" if d in trained_on else "unknown"
+            for d, l in zip(v.domain, v.label)]
+    return v.assign(control_label=kind)[cols[:4] + ["control_label"] + cols[4:]]
 
 # %% ../nbs/37_intervals.ipynb #ef0981e7
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan"

@@ -323,10 +323,12 @@ def run_cells(cells, profile: str = "smoke", root=None, jobs: int | None = None,
     return pd.concat(parallel_map(grid_cell, kws, jobs), ignore_index=True)
 
 def run_grid(domains, methods, seeds=(0,), profile: str = "smoke", overrides=(), per_run=None, root=None,
-             label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False, jobs: int | None = None) -> pd.DataFrame:
+             label_fraction: float = 1.0, probes=("linear", "knn"), predictions: bool = False, jobs: int | None = None,
+             method_seeds: dict | None = None,  # method -> its own seeds instead of `seeds` (more for the cheap positive control)
+             ) -> pd.DataFrame:
     "Pretrain and evaluate every (domain, method, seed), `jobs` at a time; `per_run` maps (domain, method) to extra overrides."
     cells = [dict(domain=d, method=m, seed=s, overrides=[*as_overrides(overrides), *as_overrides((per_run or {}).get((d, m), []))])
-             for d in domains for m in methods for s in seeds]
+             for d in domains for m in methods for s in (method_seeds or {}).get(m, seeds)]
     return run_cells(cells, profile, root, jobs, label_fraction=label_fraction, probes=probes, predictions=predictions)
 
 def headline(results: pd.DataFrame) -> pd.DataFrame:

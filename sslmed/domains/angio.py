@@ -64,13 +64,17 @@ class AngioPhantom(Phantom):
     label_names = {"stenosis": ["no stenosis", "stenosis"], "segment": ANGIO_SEGMENTS}
 
     def __init__(self, n: int, seed: int = 0, size: int = 256,
-                 min_severity: float = 0.5):  # the mildest labelled narrowing (of the diameter); lesions draw from [min_severity, 0.99]
+                 min_severity: float = 0.5,  # the mildest labelled narrowing (of the diameter); lesions draw from [min_severity, 0.99]
+                 dim_bed: bool = True):  # dim the bed past a tight lesion (delayed filling); False: the waist is the only cue
         super().__init__(n, seed)
+        self.dim_bed = bool(dim_bed)
         self.size = check_int(size, "size", low=32)
         if not 0.3 <= min_severity <= 0.95: raise ValueError(f"min_severity must be in [0.3, 0.95] (distractor waists reach 0.3), got {min_severity!r}")
         self.min_severity = float(min_severity)
 
-    def _extra_repr(self): return f", size={self.size}" + (f", min_severity={self.min_severity}" if self.min_severity != 0.5 else "")
+    def _extra_repr(self):
+        return (f", size={self.size}" + (f", min_severity={self.min_severity}" if self.min_severity != 0.5 else "")
+                + ("" if self.dim_bed else ", dim_bed=False"))
 
     def draw_labels(self, rng):
         u = rng.random(3)
@@ -120,7 +124,7 @@ class AngioPhantom(Phantom):
         normal = np.stack([-tangent[:, 1], tangent[:, 0]], 1) / np.linalg.norm(tangent, axis=1, keepdims=True)
         v.pts = v.pts + normal * (rng.uniform(-0.5, 0.5) * severity * r0 * bump)[:, None]  # eccentric plaque
         dim = max(0.1, 1 - 2.2 * max(0.0, severity - 0.5))
-        if dim < 1:
+        if dim < 1 and self.dim_bed:
             v.contrast = v.contrast * np.where(v.s > a0, dim, 1.0)
             for c in tree:
                 if c.descends_from(v, a0): c.contrast = c.contrast * dim
