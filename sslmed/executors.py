@@ -386,10 +386,9 @@ def count_flops(cfg, batch: int = 2) -> tuple[float, str]:
     import dataclasses, torch
     from torch.utils.flop_counter import FlopCounterMode
     from sslmed.domain import get_domain
-    from sslmed.train import build_method
+    from sslmed.train import build_method, unmeasured
     dom = get_domain(cfg.domain)
-    if cfg.views_kw.get("norm_stats") == "auto":  # measured when a run starts; a standardisation adds no counted FLOPs
-        cfg = dataclasses.replace(cfg, views={**cfg.views, "norm_stats": None})
+    cfg = dataclasses.replace(cfg, views=unmeasured(cfg.views))  # a standardisation adds no counted FLOPs
     method, views = build_method(cfg, dom)
     if not method.trainable: return 0.0, ""
     if cfg.method == "triplet": batch = max(batch, 4)  # an anchor, a positive and a negative per class pair

@@ -30,10 +30,10 @@ from .optim import build_optimizer, warmup_cosine
 # %% auto #0
 __all__ = ['build_dataset', 'as_class_ids', 'TrainingDiverged', 'seed_everything', 'setup_distributed', 'first_host', 'srun_env',
            'make_views', 'guard_sigreg', 'build_method', 'Best', 'Run', 'restore', 'micro_batches', 'check_world',
-           'requeued_run', 'own_out_dir', 'epoch_steps', 'needs_data', 'resolve_run', 'setup_run', 'start_run',
-           'next_batch', 'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot', 'keep_checkpoint',
-           'save_checkpoints', 'save_last', 'finish_run', 'StopSignals', 'agreed_stop', 'RunStopped', 'requeue_job',
-           'stop_run', 'train_step', 'fit', 'ensure_trained', 'train']
+           'requeued_run', 'own_out_dir', 'epoch_steps', 'unmeasured', 'needs_data', 'resolve_run', 'setup_run',
+           'start_run', 'next_batch', 'forward_loss', 'backward_micro', 'after_step', 'log_step', 'keep_snapshot',
+           'keep_checkpoint', 'save_checkpoints', 'save_last', 'finish_run', 'StopSignals', 'agreed_stop', 'RunStopped',
+           'requeue_job', 'stop_run', 'train_step', 'fit', 'ensure_trained', 'train']
 
 # %% ../nbs/25_train.ipynb #efb826b3
 def build_dataset(cfg: TrainConfig):
@@ -250,6 +250,10 @@ def own_out_dir(r: Run):
 def epoch_steps(epochs: float, n: int, cfg: TrainConfig, world: int = 1) -> int:
     "Optimiser steps of `epochs` passes over `n` items at `batch_size × accum_steps × world` items a step (a last partial step counted)."
     return math.ceil(epochs * n / (cfg.batch_size * cfg.accum_steps * world))
+
+def unmeasured(views: dict) -> dict:
+    "`views` with `norm_stats: auto` (measured when a run starts) as None: what views and FLOP counts see before a run starts."
+    return {**views, "norm_stats": None} if views.get("norm_stats") == "auto" else views
 
 def needs_data(cfg: TrainConfig) -> bool:
     "Whether `cfg` leaves something to the training set (`resolve_run`)."

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Where a finished `sslmed paper --profile demo` run spent its wall time: measured, not estimated.
+
+Reads the run store of a clean clone that regenerated the demo (`<clone>/runs/train/demo`) and the log `sslmed paper`
+printed. Per trained run: its wall seconds from its files (`config.yaml` written when it starts, `backbone.pt` when it
+ends; a run resumed after an interruption counts its whole span). Per notebook: the wall time `sslmed paper` reports.
+Writes `benchmarks/results/demo_wall_<machine>.csv` (one row per run) and `.md` (per domain and method, per notebook).
+
+    python benchmarks/demo_wall.py /tmp/demo --log /tmp/demo/paper.log --start 1796600000 --end 1796603600
+"""
+import argparse, re
+from pathlib import Path
+import pandas as pd, yaml
+
+def run_rows(store: Path) -> pd.DataFrame:
+    "One row per finished run under `store`: domain, method, seed, steps, overrides' folder, wall seconds."
+    rows = []
+    for cfg in sorted(store.glob("*/*/config.yaml")):
+        done = cfg.parent / "backbone.pt"
+        if not done.is_file(): continue
+        c = yaml.safe_load(cfg.read_text())
+        rows.append(dict(domain=c["domain"], method=c["method"], seed=c["seed"], steps=c["steps"], run=cfg.parent.name,
+                         wall_s=round(done.stat().st_mtime - cfg.stat().st_ctime, 1)))
+    return pd.DataFrame(rows)
+
+def notebook_rows(log: Path) -> pd.DataFrame:
+    "The per-notebook lines of `sslmed paper`'s summary: notebook, status, wall seconds."
+    pat = re.compile(r"^(\w+)\s+(ok|failed|cached)\s+([\d.]+)\s")
+    rows = [dict(notebook=m[1], status=m[2], wall_s=float(m[3])) for line in log.read_text(errors="replace").splitlines()
+            if (m := pat.match(line))]
+    return pd.DataFrame(rows)
+
+def main():
+    from sslmed.core import machine_tag
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("clone", type=Path, help="the clean clone that ran `sslmed paper --profile demo`")
+    ap.add_argument("--log", type=Path, required=True, help="what `sslmed paper` printed")
+    ap.add_argument("--start", type=float, required=True, help="epoch seconds when `sslmed paper` started")
+    ap.add_argument("--end", type=float, required=True, help="epoch seconds when it ended")
+    ap.add_argument("--procs", type=int, default=2, help="runs trained side by side (--procs)")
+    a = ap.parse_args()
+    runs, nbs = run_rows(a.clone / "runs" / "train" / "demo"), notebook_rows(a.log)
+    out = Path(__file__).parent / "results"; out.mkdir(exist_ok=True)
+    name = f"demo_wall_{machine_tag()}"
+    runs.to_csv(out / f"{name}.csv", index=False)
+    by = runs.groupby(["domain", "method"]).agg(runs=("run", "size"), wall_s=("wall_s", "sum")).reset_index()
+    by = pd.concat([by, pd.DataFrame([dict(domain="total", method="", runs=len(runs), wall_s=runs.wall_s.sum())])])
+    total = a.end - a.start
+    lines = [f"# Demo wall time on {machine_tag()} (measured)", "",
+             f"`sslmed paper --profile demo --procs {a.procs}` in a clean clone: **{total:.0f} s ({total / 60:.1f} min)** from start to end,",
+             f"{len(runs)} runs trained. Run seconds are each run's own span (two run side by side, so they sum to about",
+             f"{a.procs}× the training part of the wall time). Written by `benchmarks/demo_wall.py`.", "",
+             "## Per notebook (wall seconds; runs shared through the run store are trained by the first notebook that needs them)", "",
+             nbs.to_markdown(index=False), "", f"Sum of notebook times: {nbs.wall_s.sum():.0f} s.", "",
+             "## Training, per domain and method (sum of run spans)", "", by.round(1).to_markdown(index=False), ""]
+    (out / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+if __name__ == "__main__": main()
