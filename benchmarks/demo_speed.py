@@ -24,7 +24,8 @@ def build(domain: str, d: str, **over):
     cfg = dataclasses.replace(cfg, out_dir=d, data={**cfg.data, "n": 8 * cfg.batch_size}, steps=10_000, **over)
     return setup_run(cfg), demo_steps
 
-def time_variant(domain: str, steps: int, threads: int | None = None, channels_last: bool = False, **over) -> dict:
+def time_variant(domain: str, steps: int, threads: int | None = None, channels_last: bool = False, contiguous: bool = False,
+                 **over) -> dict:
     "Seconds of the first step and mean seconds of the next `steps` trainer steps, and the first step's loss."
     from sslmed.train import train_step, next_batch, forward_loss
     if threads: torch.set_num_threads(threads)
@@ -34,6 +35,7 @@ def time_variant(domain: str, steps: int, threads: int | None = None, channels_l
             if channels_last:
                 fmt = torch.channels_last_3d if domain == "neuro" else torch.channels_last
                 r.method.to(memory_format=fmt)
+            if contiguous: r.method.to(memory_format=torch.contiguous_format)   # undo CNN3D's own channels-last weights
             torch.manual_seed(0)
             t0 = time.perf_counter(); train_step(r, 0); first = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -131,6 +133,17 @@ def save(rows, out: Path):
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp"); pd.DataFrame(rows).to_csv(tmp, index=False); os.replace(tmp, out)
 
+def layout_abab(domains, steps: int, tag: str, out: Path, repeats: int = 2):
+    "fp32 step seconds of each domain's LeJEPA recipe with the encoder's own weight layout and with contiguous weights, ABAB."
+    rows = []
+    for dom in domains:
+        for rep in range(repeats):
+            for name, kw in (("own layout (CNN3D: channels_last_3d)", {}), ("contiguous weights", dict(contiguous=True))):
+                t = time_variant(dom, steps, threads=1, **kw)
+                rows.append(dict(machine=tag, domain=dom, repeat=rep, option=name, step_s=t["step_s"], first_s=t["first_s"]))
+                print(rows[-1], flush=True)
+    save(rows, out); print(f"wrote {out}")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=3)
@@ -138,6 +151,7 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out: bf16 channels_last compile threads")
     ap.add_argument("--report", action="store_true", help="write the MD from the CSVs")
     ap.add_argument("--isa", action="store_true", help="only the fp32 vs bf16 first-step loss under default/avx2/avx512")
+    ap.add_argument("--layout", action="store_true", help="only the weights' memory layout, ABAB: the encoder's own vs contiguous")
     ap.add_argument("--tag", default="", help="suffix of the CSV name (a partial run)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args()
@@ -149,6 +163,7 @@ def main():
     if a.isa:
         df = isa_spread(a.domains); print(df.to_string(index=False))
         save(df.assign(machine=tag).to_dict("records"), Path(a.out) / f"demo_speed_{tag}_isa_loss.csv"); return
+    if a.layout: return layout_abab(a.domains, a.steps, tag, Path(a.out) / f"demo_speed_{tag}_layout.csv")
     for dom in a.domains:
         base = time_variant(dom, a.steps, threads=1)
         add = lambda name, t, **kw: rows.append(dict(machine=tag, isa=cap, domain=dom, option=name, step_s=t["step_s"], first_s=t["first_s"],

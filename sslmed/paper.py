@@ -17,8 +17,8 @@ from .core import DRY_RUN, rehearsed_profile
 # %% auto #0
 __all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line', 'Artifacts', 'list_experiments',
            'notebook_parameters', 'load_profile', 'experiment_params', 'MissingRoots', 'recipe_roots', 'require_roots',
-           'known_datasets', 'set_data_roots', 'kernel_name', 'run_notebook', 'library_digest', 'input_digest',
-           'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
+           'known_datasets', 'set_data_roots', 'pretrain_plan', 'kernel_name', 'run_notebook', 'library_digest',
+           'input_digest', 'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 10))
@@ -192,6 +192,30 @@ def set_data_roots(args) -> dict:
     os.environ.update(out)
     return out
 
+# %% ../nbs/44_paper.ipynb #bf1ff0b2
+def _pretrain_or_error(**kw) -> str | None:
+    "Train one run (or find it finished); the error as text instead of an exception."
+    from sslmed.protocols import pretrain
+    try: pretrain(**kw); return None
+    except Exception as e: return f"{type(e).__name__}: {str(e)[:300]}"
+
+def pretrain_plan(profile: str, names, root=None, params: dict | None = None) -> list[str | None]:
+    "Train every run the notebooks `names` will use, longest first, in one pool (local executor, more than one process)."
+    from sslmed.protocols import parallel_map, default_jobs
+    from sslmed.executors import plan
+    if (os.environ.get("SSLMED_EXECUTOR") or "local") != "local" or default_jobs() < 2: return []
+    every = experiment_params(profile, root, only=list(names))
+    runs = plan(profile, {n: {**p, **((params or {}).get(n) or {})} for n, p in every.items()}, root)
+    order = runs["runs"].sort_values(runs["unit"], ascending=False, kind="stable")
+    kws = [dict(domain=r.domain, method=r.method, seed=int(r.seed), overrides=json.loads(r.overrides), profile=profile,
+                root=str(root) if root else None) for r in order.itertuples()]
+    print(f"training {len(kws)} runs of {len(every)} notebook(s) first, longest first", flush=True)
+    errors = parallel_map(_pretrain_or_error, kws)
+    for kw, e in zip(kws, errors):
+        if e: print(f"  {kw['domain']}/{kw['method']} seed {kw['seed']} {kw['overrides'] or ''}: {e} (left to its notebook)")
+    return errors
+
+
 # %% ../nbs/44_paper.ipynb #1bec74ed
 def kernel_name() -> str:
     "The `sslmed` kernelspec inside this environment (also what `make lab` installs): notebooks run with the interpreter running us."
@@ -245,7 +269,7 @@ def input_digest(name: str, profile: str, root=None, library: str | None = None,
 def _state_file(root: Path, profile: str) -> Path: return root / "runs" / profile / ".inputs.json"
 
 def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resume: bool = False, params: dict | None = None,
-              check_roots: bool = True) -> list[dict]:
+              check_roots: bool = True, pretrain_first: bool = True) -> list[dict]:
     "Run every experiment notebook (or those in `only`) under `profile`, `jobs` at a time; prints a summary."
     from concurrent.futures import ThreadPoolExecutor
     root = Path(root or project_root())
@@ -264,6 +288,7 @@ def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resum
     todo = [n for n in names if not (resume and state.get(n) == digests[n])]
     skipped = [{"notebook": n, "status": "cached", "error": None, "wall_time_s": 0.0,
                 "output": f"runs/{profile}/{n}.ipynb (inputs unchanged)"} for n in names if n not in todo]
+    if todo and pretrain_first: pretrain_plan(profile, todo, root, params)
     with ThreadPoolExecutor(max(1, jobs)) as ex:  # each notebook runs in its own kernel process
         results = list(ex.map(lambda n: run_notebook(n, profile, root, params.get(n)), todo))
     for r in results:

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform', 'Compose', 'MultiView',
-           'RandomResizedCrop', 'ColorJitter', 'GaussianBlur', 'Solarize', 'MultiStageJigsaw', 'RemoveBackground',
-           'CLAHE', 'SignalTransform', 'RandomTimeCrop', 'AmplitudeScale', 'GaussianNoise', 'BaselineWander',
-           'LeadDropout', 'TimeMask', 'ct_window', 'VolumeTransform', 'CTWindow', 'triple', 'ForegroundCrop',
-           'RandomFlip3d', 'RandomAxisPermute', 'RandomGamma', 'BrightnessContrast', 'Clamp', 'image_pipeline',
-           'HueShift', 'RandomGrayscale', 'lejepa_guide_views', 'with_presets']
+__all__ = ['CLAHE_CACHE_BYTES', 'CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform',
+           'Compose', 'MultiView', 'RandomResizedCrop', 'ColorJitter', 'GaussianBlur', 'Solarize', 'MultiStageJigsaw',
+           'RemoveBackground', 'clear_clahe_memo', 'CLAHE', 'SignalTransform', 'RandomTimeCrop', 'AmplitudeScale',
+           'GaussianNoise', 'BaselineWander', 'LeadDropout', 'TimeMask', 'ct_window', 'VolumeTransform', 'CTWindow',
+           'triple', 'ForegroundCrop', 'RandomFlip3d', 'RandomAxisPermute', 'RandomGamma', 'BrightnessContrast',
+           'Clamp', 'image_pipeline', 'HueShift', 'RandomGrayscale', 'lejepa_guide_views', 'with_presets']
 
 # %% ../nbs/04_views.ipynb #a294aaf8
 def _draw(fn, shape, g: torch.Generator | None, device, dtype) -> Tensor:
@@ -298,8 +298,25 @@ class RemoveBackground(BatchTransform):
 
     def apply(self, x: Tensor, g=None) -> Tensor: return x * self.field(x)
 
+# %% ../nbs/04_views.ipynb #1ce5fd06
+import collections, hashlib
+
+CLAHE_CACHE_BYTES = 1 << 30   # per process; 0 turns the memo off
+_clahe_memo, _clahe_bytes = collections.OrderedDict(), [0]
+
+def clear_clahe_memo(): _clahe_memo.clear(); _clahe_bytes[0] = 0
+
+def _memo_get(key, make):
+    "`make()` once per `key`, kept within `CLAHE_CACHE_BYTES`, least recently used out first."
+    if key in _clahe_memo: _clahe_memo.move_to_end(key); return _clahe_memo[key]
+    out = make()
+    if out.nbytes <= CLAHE_CACHE_BYTES:
+        _clahe_memo[key] = out; _clahe_bytes[0] += out.nbytes
+        while _clahe_bytes[0] > CLAHE_CACHE_BYTES: _clahe_bytes[0] -= _clahe_memo.popitem(last=False)[1].nbytes
+    return out
+
 class CLAHE(BatchTransform):
-    "Contrast-limited adaptive histogram equalization (scikit-image) of the L channel in LAB; CPU, one image at a time."
+    "Contrast-limited adaptive histogram equalization (scikit-image) of the L channel in LAB; CPU, one image at a time, memoised by content."
     def __init__(self, clip_limit: float = 0.01, kernel_size=None, nbins: int = 256):
         self.clip_limit, self.kernel_size, self.nbins = clip_limit, kernel_size, nbins
 
@@ -311,11 +328,15 @@ class CLAHE(BatchTransform):
         lab[..., 0] = eq(np.clip(lab[..., 0] / 100, 0, 1)) * 100
         return np.clip(color.lab2rgb(lab), 0, 1).transpose(2, 0, 1)
 
+    def _key(self, im: np.ndarray, dtype) -> tuple:
+        return (self.clip_limit, self.kernel_size, self.nbins, str(dtype), im.shape, hashlib.blake2b(im.tobytes(), digest_size=16).digest())
+
     def apply(self, x: Tensor, g=None) -> Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"CLAHE expects RGB (3, H, W) or grayscale (1, H, W) images, got {x.shape[1]} channels (shape {tuple(x.shape)})")
-        arr = x.detach().cpu().double().clamp(0, 1).numpy()
-        return torch.from_numpy(np.stack([self._one(im) for im in arr])).to(device=x.device, dtype=x.dtype)
+        arr, dt = x.detach().cpu().double().clamp(0, 1).numpy(), torch.empty(0, dtype=x.dtype).numpy().dtype
+        out = [_memo_get(self._key(im, dt), lambda: self._one(im).astype(dt)) for im in arr]
+        return torch.from_numpy(np.stack(out)).to(device=x.device)
 
 
 # %% ../nbs/04_views.ipynb #d090c21b
