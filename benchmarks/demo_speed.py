@@ -73,18 +73,18 @@ VERDICTS = {    # one line per option, written by hand from the CSVs below (a re
                "threads; OMP_NUM_THREADS=1): 2 threads in one process ran at 0.31-0.59× one thread, 2 processes × 2 threads at "
                "0.04-0.99× (oversubscription on a shared 2-core box), 2 processes × 1 thread at 1.08-1.94× aggregate (one reading "
                "of 3.25× is noise: > 2 is impossible on 2 cores). Never raise threads per run on this machine.",
-    "bf16 autocast": "don't keep yet, but it is the largest lever and worth one decisive experiment: steps ran 1.26-2.36× faster "
-                     "native and 1.01-2.23× under avx2 (CNNs gain most; against the drift check's later fp32 neuro stays ~2.0× and "
-                     "fundus ~0.85×, so only the neuro gain survived that check; angio's new conv-stem recipe from main, `_angio_convstem.csv`: 1.37× with its drift check at 1.03×), the first-step loss moves 5-6e-4 relative to fp32, and — the "
-                     "point that matters for `--compare` — fp32's first-step loss is bit-identical under default/avx2/avx512 while "
-                     "bf16's differs by 2e-5 to 2e-4 relative between capabilities: bf16 adds ISA-dependent numerics that fp32 does "
-                     "not have at step 0. Only a full `sslmed paper --profile demo --compare` under avx2 with `precision=bf16` "
-                     "(~1 h) can show the verdicts hold; not run here. `precision: bf16` already exists as a config key.",
-    "channels_last": "don't keep (not shown to help): the drift check (fp32 repeated after the options, `_aba.csv`) ran 1.29× "
-                     "(neuro) and 2.20× (fundus) faster than the same fp32 at the start, as large as the option effects. Against the "
-                     "later fp32, neuro cnn3d_tiny channels_last_3d was ~1.6× faster and fundus ResNet-18 ~0.5× (slower). A neuro-only "
-                     "gain may be real (3D convs); it needs an idle-machine ABA measurement before an opt-in key is worth adding. "
-                     "No config key added.",
+    "bf16 autocast": "don't keep: on the idle machine (`_idle.csv`, 5 timed steps) bf16 ran 1.68× (angio), 1.46× (ECG; its drift "
+                     "check 1.22×) and 1.34× (fundus) faster, and the neuro LeJEPA recipe **diverged under bf16 at step 5** (non-finite "
+                     "embeddings reached SIGReg; fp32 trains); earlier, on the loaded machine, 1.26-2.36× native and 1.01-2.23× under avx2. "
+                     "bf16 also adds ISA-dependent numerics: fp32's first-step loss is bit-identical under default/avx2/avx512, bf16's "
+                     "differs by 2e-5 to 2e-4 relative (`_isa_loss.csv`). A gain of 1.3-1.7× on three domains does not pay for a "
+                     "recipe that diverges on the fourth and for verdicts that `--compare` would have to re-establish per ISA. "
+                     "`precision: bf16` stays a config key (GPU recipes).",
+    "channels_last": "keep for the 3D CNN, not for ResNet-18: `CNN3D` now builds its weights channels_last_3d (sslmed.encoders). "
+                     "On the idle machine, ABAB with 6 timed steps (`_layout.csv`), the neuro LeJEPA step took 0.44-0.48 s with "
+                     "channels-last weights against 0.73-0.77 s contiguous (1.5-1.75×; converting only the input: no gain), and feature "
+                     "extraction of 512 neuro evaluation items 7.3 s against 11.6 s. Fundus ResNet-18 ran 0.91× (slower) with "
+                     "channels_last (`_idle.csv`), angio's conv stem 1.08-1.13× (not kept: the stem is a small part of the ViT).",
     "torch.compile": "don't keep: compile took 235 s (angio), 132 s (fundus), 37 s (ecg) per process — a demo run trains in "
                      "~30-580 s; after compiling, steps were 2.5× (angio), 1.09× (fundus) and 0.04× (ecg: recompiles/graph breaks) "
                      "the baseline, amortised over the demo steps 1.69×, 0.81×, 0.04×; dynamo breaks the graph at SIGReg's finite "
@@ -116,7 +116,8 @@ roughly ±50% noise: read the direction and the order of magnitude, not the seco
 compile step (`first_s`) to the demo's step count. The `_isa_loss.csv` table is the first-step loss (same batch, same seed, no
 update) at fp32 and bf16 in fresh processes under ATEN_CPU_CAPABILITY=default|avx2|avx512; `*_spread` is (max - min)/mean across
 the three. The main CSVs were measured on the angio recipe before main switched it to `vit2d_tiny_convstem` (a patchify
-2-block ViT); `_angio_convstem.csv` repeats fp32 and bf16 on the new one. Absolute seconds are not meaningful here (loaded CPU); only a GPU gives absolute times."""
+2-block ViT); `_angio_convstem.csv` repeats fp32 and bf16 on the new one. `_idle.csv` (fp32, bf16, channels_last; 5 timed
+steps) and `_layout.csv` (ABAB of the weight layout) were measured later on the same machine idle (load average 0.5). Absolute seconds are not meaningful here; only a GPU gives absolute times."""
 
 def _worker(args):
     domain, steps, threads = args
