@@ -284,7 +284,9 @@ def _plan_lambda(p):
     return runs, {"probe (grid cell)": len(runs)}
 
 def _plan_selective(p):
-    return [dict(domain=p["domain"], method=m, seed=p["seed"], overrides=_po(p)) for m in p["methods"]], {"embedding (driver)": len(p["methods"])}
+    ft = p.get("finetune_methods") or []   # seed 002's fine-tuned abstention trains its own runs (triplet) too
+    runs = [dict(domain=p["domain"], method=m, seed=p["seed"], overrides=_po(p)) for m in dict.fromkeys([*p["methods"], *ft])]
+    return runs, {"embedding (driver)": len(p["methods"]), **({"fine-tuning": len(ft)} if ft else {})}
 
 def _plan_design(p):
     g_l = [({"views.n_global": g, "views.n_local": l, "method_kw.n_global": g}) for g, l in p["views"]]
