@@ -331,12 +331,14 @@ class CLAHE(BatchTransform):
     def _key(self, im: np.ndarray, dtype) -> tuple:
         return (self.clip_limit, self.kernel_size, self.nbins, str(dtype), im.shape, hashlib.blake2b(im.tobytes(), digest_size=16).digest())
 
+    def _cast(self, im: np.ndarray, dtype) -> Tensor: return torch.from_numpy(self._one(im)).to(dtype)  # any torch dtype, bf16 too
+
     def apply(self, x: Tensor, g=None) -> Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"CLAHE expects RGB (3, H, W) or grayscale (1, H, W) images, got {x.shape[1]} channels (shape {tuple(x.shape)})")
-        arr, dt = x.detach().cpu().double().clamp(0, 1).numpy(), torch.empty(0, dtype=x.dtype).numpy().dtype
-        out = [_memo_get(self._key(im, dt), lambda: self._one(im).astype(dt)) for im in arr]
-        return torch.from_numpy(np.stack(out)).to(device=x.device)
+        arr = x.detach().cpu().double().clamp(0, 1).numpy()
+        out = [_memo_get(self._key(im, x.dtype), lambda: self._cast(im, x.dtype)) for im in arr]
+        return torch.stack(out).to(x.device)
 
 
 # %% ../nbs/04_views.ipynb #d090c21b
