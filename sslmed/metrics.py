@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from sklearn import metrics as skm
+from scipy.stats import rankdata
 
 # %% auto #0
 __all__ = ['TASKS', 'check_task', 'as_numpy', 'check_labels_int', 'check_scores', 'ordinal_levels', 'task_loss',
@@ -111,7 +112,12 @@ def _binary_auroc(y: np.ndarray, s: np.ndarray, what: str) -> float:
         warnings.warn(f"AUROC undefined for {what}: only one class ({int(y[0])}) present in the labels; returning NaN",
                       RuntimeWarning, stacklevel=3)
         return float("nan")
-    return float(skm.roc_auc_score(y, s))
+    # the Mann-Whitney form, ties counted half (what sklearn's roc_auc_score gives): sklearn's input checks cost ~3 ms a
+    # call, and T1's intervals make ~10^5 calls (200 resamples x cells x classes); this is ~50x faster and exact
+    r = rankdata(s)
+    pos = y == y.max()
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 def _nanmean(v) -> float:
     v = np.asarray(v, dtype=np.float64)

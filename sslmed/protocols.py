@@ -29,10 +29,10 @@ __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 
            'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
            'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor', 'parallel_map',
            'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'snapshots', 'spread',
-           'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets', 'finetune_task',
-           'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets', 'missing_roots',
-           'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data', 'fixture_writer',
-           'write_fixtures']
+           'trace_steps', 'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
+           'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets',
+           'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data',
+           'fixture_writer', 'write_fixtures']
 
 # %% ../nbs/40_protocols.ipynb #c0a1d002
 def recipe_profile(profile: str) -> str:
@@ -253,12 +253,14 @@ def snapshot_steps(run_dir) -> list[int]:
     "The steps of a run's kept backbones (`backbone_step<k>.pt`, `keep_every`), in order."
     return sorted(int(p.name[len("backbone_step"):-len(".pt")]) for p in Path(run_dir).glob("backbone_step*.pt"))
 
-def collapse_trace(run_dir, profile: str = "smoke", seed: int = 0, num_slices: int = 256, root=None) -> pd.DataFrame:
-    "Effective rank and SIGReg statistic (`embedding_spectrum`) of a run's backbone at each kept snapshot and at the end, and of its projector output at the end."
+def collapse_trace(run_dir, profile: str = "smoke", seed: int = 0, num_slices: int = 256, root=None,
+                   points: int | None = None,  # backbones traced, evenly spaced with the first and the end (`spread`); None: every one
+                   ) -> pd.DataFrame:
+    "Effective rank and SIGReg statistic (`embedding_spectrum`) of a run's backbone at its kept snapshots and at the end, and of its projector output at the end."
     from sslmed.spectra import embedding_spectrum
     cfg, _ = load_run(run_dir)
-    steps = [s for s in snapshot_steps(run_dir) if s < cfg.steps]
-    parts = [(s, "backbone", f"backbone_step{s}.pt", False) for s in steps] + [(cfg.steps, "backbone", "backbone.pt", False)]
+    parts = [(s, "backbone", "backbone.pt" if s == cfg.steps else f"backbone_step{s}.pt", False)
+             for s in trace_steps(run_dir, cfg.steps, points)]
     if (Path(run_dir) / "last.pt").is_file(): parts.append((cfg.steps, "projector", "last.pt", True))  # the untrained baseline has none
     rows = []
     for step, part, ck, head in parts:
@@ -367,6 +369,10 @@ def spread(steps, points: int | None = None) -> list[int]:
     if points is None or len(steps) <= points: return steps
     if points < 2: raise ValueError(f"points must be None or >= 2 (the first and the last snapshot), got {points}")
     return [steps[i] for i in np.round(np.linspace(0, len(steps) - 1, points)).astype(int)]
+
+def trace_steps(run_dir, last: int, points: int | None = None) -> list[int]:
+    "The backbones `collapse_trace` reads: the kept snapshots before `last`, then `last` (`backbone.pt`); `points` of them by `spread`."
+    return spread([s for s in snapshot_steps(run_dir) if s < last] + [last], points)
 
 # %% ../nbs/40_protocols.ipynb #26969139
 def learning_curves(runs, profile: str = "smoke", points: int | None = None, root=None, jobs: int | None = None) -> pd.DataFrame:
