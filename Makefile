@@ -6,6 +6,8 @@ STAMP   := $(VENV)/.installed
 PROFILE ?= smoke
 # runs trained side by side by `make paper`: one per core on CPU profiles, one for full (a GPU each; torchrun for more)
 PROCS   ?= $(if $(filter full,$(PROFILE)),1,$(shell nproc 2>/dev/null || echo 1))
+# notebooks run side by side after the runs are trained (their serial parts overlap; a feature file is extracted once)
+JOBS    ?= $(PROCS)
 # one thread per process keeps parallel notebook tests from oversubscribing small machines
 export OMP_NUM_THREADS ?= 1
 export MPLBACKEND := Agg
@@ -41,7 +43,7 @@ test-portable: $(STAMP)
 	OMP_NUM_THREADS= $(BIN)/python tests/portable.py $(ARGS)
 
 paper: $(STAMP)
-	$(BIN)/sslmed paper --profile $(PROFILE) --procs $(PROCS)
+	$(BIN)/sslmed paper --profile $(PROFILE) --procs $(PROCS) --jobs $(JOBS)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS= $(BIN)/python benchmarks/sigreg.py

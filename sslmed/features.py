@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-from .core import atomic_path
+from .core import atomic_path, file_lock
 from .sigreg import SIGReg
 from .metrics import *
 from .metrics import check_labels_int
@@ -156,20 +156,8 @@ def read_feature_cache(path) -> dict | None:
                       RuntimeWarning)
         return None
 
-def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache_dir=None, key: str | None = None,
-                     split: str = "all", num_workers: int = 0, label_keys=None, progress: bool = True) -> Features:
-    "Embed `dataset` with a frozen `encoder` (x -> (B, D)) in batches; labels collected; cached on disk when `cache_dir` is set."
-    if len(dataset) == 0:
-        lost = getattr(dataset, "lost", 0)
-        why = f"all {lost} of its items failed to load and were quarantined" if lost else "its reader lists no item"
-        raise ValueError(f"dataset {type(dataset).__name__} (split {getattr(dataset, 'split_name', split)!r}) is empty: 0 items; {why}")
-    path, groups = None, int(getattr(encoder, "groups", 1))  # `Preprocessed` embeds each CT window on its own
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"{checkpoint_hash(encoder)}_{_safe(key or dataset_key(dataset))}_{_safe(split)}.pt"
-        if path.exists():
-            d = read_feature_cache(path)
-            if d is not None and len(d["x"]) == len(dataset): return Features(d["x"], d["labels"], groups)
-            if d is not None: warnings.warn(f"cache {path} holds {len(d['x'])} rows for a dataset of {len(dataset)}; recomputing", RuntimeWarning)
+def _embed_all(encoder, dataset, batch_size, device, num_workers, label_keys, progress, desc, groups) -> Features:
+    "Every item of `dataset` through the frozen `encoder`, in order, with its labels."
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     home = module_device(encoder)
     if isinstance(encoder, nn.Module): encoder.to(device)
@@ -178,7 +166,7 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
     xs, labels = [], {}
     try:
         with eval_mode(encoder) if isinstance(encoder, nn.Module) else contextlib.nullcontext(), torch.inference_mode():
-            for x, lab in tqdm(loader, desc=f"features {key or type(dataset).__name__}/{split}", disable=not progress, leave=False):
+            for x, lab in tqdm(loader, desc=desc, disable=not progress, leave=False):
                 z = encoder(x.to(device, non_blocking=True))
                 if not isinstance(z, Tensor) or z.ndim != 2 or len(z) != len(x):
                     raise ValueError(f"the encoder must return embeddings of shape (B, D) = ({len(x)}, D), got "
@@ -188,8 +176,25 @@ def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache
                     if label_keys is None or k in label_keys: labels.setdefault(k, []).append(v)
     finally:
         if home is not None: encoder.to(home)
-    feats = Features(torch.cat(xs), {k: _cat(v) for k, v in labels.items()}, groups)
-    if path is not None:
+    return Features(torch.cat(xs), {k: _cat(v) for k, v in labels.items()}, groups)
+
+def extract_features(encoder, dataset, batch_size: int = 256, device=None, cache_dir=None, key: str | None = None,
+                     split: str = "all", num_workers: int = 0, label_keys=None, progress: bool = True) -> Features:
+    "Embed `dataset` with a frozen `encoder` (x -> (B, D)) in batches; labels collected; cached on disk when `cache_dir` is set."
+    if len(dataset) == 0:
+        lost = getattr(dataset, "lost", 0)
+        why = f"all {lost} of its items failed to load and were quarantined" if lost else "its reader lists no item"
+        raise ValueError(f"dataset {type(dataset).__name__} (split {getattr(dataset, 'split_name', split)!r}) is empty: 0 items; {why}")
+    groups = int(getattr(encoder, "groups", 1))  # `Preprocessed` embeds each CT window on its own
+    args = (encoder, dataset, batch_size, device, num_workers, label_keys, progress, f"features {key or type(dataset).__name__}/{split}", groups)
+    if cache_dir is None: return _embed_all(*args)
+    path = Path(cache_dir) / f"{checkpoint_hash(encoder)}_{_safe(key or dataset_key(dataset))}_{_safe(split)}.pt"
+    with file_lock(path.parent / ".locks" / f"{path.name}.lock"):  # notebooks side by side: the second waits, then reads the file
+        if path.exists():
+            d = read_feature_cache(path)
+            if d is not None and len(d["x"]) == len(dataset): return Features(d["x"], d["labels"], groups)
+            if d is not None: warnings.warn(f"cache {path} holds {len(d['x'])} rows for a dataset of {len(dataset)}; recomputing", RuntimeWarning)
+        feats = _embed_all(*args)
         from sslmed.runs import save_torch  # a full disk is a WriteError naming the file and the OS's reason
         save_torch({"x": feats.x, "labels": feats.labels, "key": key or dataset_key(dataset)}, path)
     return feats
