@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from .domain import get_domain
-from .metrics import auroc, classification_metrics, check_scores, predict_labels, _kappa
+from .metrics import auroc, classification_metrics, check_scores, kappa_score
 
 # %% auto #0
 __all__ = ['CELL', 'FLOAT_KEYS', 'VERDICTS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval',
@@ -25,7 +25,7 @@ def score_fn(metric: str, task: str):
     "A function (y, p) -> float computing `metric` (a key of `classification_metrics`) for `task`."
     if metric == "auroc": return lambda y, p: auroc(y, p, task)["macro"]
     if metric == "kappa" and task != "multilabel":  # κ alone: every other metric's sklearn call is wasted on a resample
-        return lambda y, p: _kappa(y, predict_labels(p, task), "quadratic" if task == "ordinal" else None)
+        return lambda y, p: kappa_score(y, p, task)
     return lambda y, p: classification_metrics(y, p, task)[metric]
 
 # %% ../nbs/37_intervals.ipynb #4f381f68

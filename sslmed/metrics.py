@@ -18,7 +18,7 @@ from scipy.stats import rankdata
 # %% auto #0
 __all__ = ['TASKS', 'check_task', 'as_numpy', 'check_labels_int', 'check_scores', 'ordinal_levels', 'task_loss',
            'cumulative_to_class_probs', 'task_probs', 'predict_labels', 'auroc', 'classification_metrics',
-           'bootstrap_ci', 'metrics_table']
+           'kappa_score', 'bootstrap_ci', 'metrics_table']
 
 # %% ../nbs/06_metrics.ipynb #4607b43a
 TASKS = ("multiclass", "binary", "multilabel", "ordinal")
@@ -164,6 +164,11 @@ def classification_metrics(y, p, task: str = "multiclass", preds=None, kappa_wei
             raise ValueError(f"class_names has {len(names)} names for {len(a['per_class'])} classes")
         out.update({f"auroc/{n}": float(v) for n, v in zip(names, a["per_class"])})
     return out
+
+def kappa_score(y, p, task: str = "multiclass") -> float:
+    "`classification_metrics`' Cohen's κ alone (quadratic weights for ordinal grades): what a bootstrap of κ needs per resample."
+    y, p = check_scores(y, p, task, "probabilities")
+    return _kappa(y, predict_labels(p, task), "quadratic" if task == "ordinal" else None)
 
 # %% ../nbs/06_metrics.ipynb #dcf4b86e
 def _resample_values(metric_fn, y, p, n: int, seed: int) -> list:
