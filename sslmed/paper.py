@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/paper.html.md"""
 
 # %% ../nbs/44_paper.ipynb #d20c4b88
 from __future__ import annotations
-import argparse, json, os, sys, tempfile, time
+import argparse, json, math, os, sys, tempfile, time
 from pathlib import Path
 import yaml
 from .config import load_yaml
@@ -18,7 +18,7 @@ from .core import DRY_RUN, rehearsed_profile
 __all__ = ['PAPER_IDS', 'VOLATILE', 'CARDS_BEGIN', 'CARDS_END', 'provenance_line', 'Artifacts', 'list_experiments',
            'notebook_parameters', 'load_profile', 'experiment_params', 'MissingRoots', 'recipe_roots', 'require_roots',
            'known_datasets', 'set_data_roots', 'pretrain_plan', 'kernel_name', 'run_notebook', 'library_digest',
-           'input_digest', 'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
+           'input_digest', 'longest_first', 'run_paper', 'dry_run', 'readme_from_index', 'cards_index', 'readme_cards']
 
 # %% ../nbs/44_paper.ipynb #16177955
 PAPER_IDS = tuple(f"T{i}" for i in range(1, 8)) + tuple(f"F{i}" for i in range(1, 10))
@@ -268,6 +268,14 @@ def input_digest(name: str, profile: str, root=None, library: str | None = None,
 
 def _state_file(root: Path, profile: str) -> Path: return root / "runs" / profile / ".inputs.json"
 
+def longest_first(names, profile: str, root=None) -> list[str]:
+    "`names` ordered by their last recorded wall time in `figures/<profile>/manifest.json`, longest first; unrecorded ones lead."
+    f = Path(root or project_root()) / "figures" / profile / "manifest.json"
+    last = {}
+    for a in (json.loads(f.read_text()).values() if f.is_file() else ()):
+        last[a.get("notebook")] = max(last.get(a.get("notebook"), 0.0), float(a.get("wall_time_s") or 0.0))
+    return sorted(names, key=lambda n: -last.get(n, math.inf))  # stable: ties keep their order
+
 def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resume: bool = False, params: dict | None = None,
               check_roots: bool = True, pretrain_first: bool = True) -> list[dict]:
     "Run every experiment notebook (or those in `only`) under `profile`, `jobs` at a time; prints a summary."
@@ -289,6 +297,7 @@ def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resum
     skipped = [{"notebook": n, "status": "cached", "error": None, "wall_time_s": 0.0,
                 "output": f"runs/{profile}/{n}.ipynb (inputs unchanged)"} for n in names if n not in todo]
     if todo and pretrain_first: pretrain_plan(profile, todo, root, params)
+    todo = longest_first(todo, profile, root)  # side by side, the longest notebook must not start last
     with ThreadPoolExecutor(max(1, jobs)) as ex:  # each notebook runs in its own kernel process
         results = list(ex.map(lambda n: run_notebook(n, profile, root, params.get(n)), todo))
     for r in results:

@@ -16,8 +16,8 @@ from .selective import SelectiveResult
 # %% auto #0
 __all__ = ['ECG_SHOWN_LEADS', 'categories', 'label_names', 'class_examples', 'top_class_examples', 'show_input', 'view_grid',
            'linear_head', 'cam_maps', 'cam_grid', 'probe_classifier', 'cam_methods', 'selective_probe', 'spectrum_row',
-           'plot_spectra', 'negative_control', 'plot_collapse', 'embedding_2d', 'map_grid', 'plot_risk_coverage',
-           'curve_summary', 'plot_learning_curves', 'grid_rows', 'phantom_grid']
+           'plot_spectra', 'negative_control', 'plot_collapse', 'embedding_2d', 'map_sample', 'map_grid',
+           'plot_risk_coverage', 'curve_summary', 'plot_learning_curves', 'grid_rows', 'phantom_grid']
 
 # %% ../nbs/43_reports.ipynb #f2031282
 def categories(y, names=None) -> tuple[np.ndarray, dict[int, str]]:
@@ -267,6 +267,12 @@ def embedding_2d(x, kind: str = "pca", seed: int = 0, perplexity: float = 30.0) 
     with threadpool_limits(1):
         if kind == "pca": return PCA(2, random_state=seed).fit_transform(x)
         return TSNE(2, perplexity=min(perplexity, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
+
+def map_sample(n: int, points: int | None = None, seed: int = 0) -> np.ndarray:
+    "Sorted indices of a seeded subset of `points` of `n` items to draw in a 2D map (all `n` when `points` is None or >= n)."
+    if points is None or points >= n: return np.arange(n)
+    if points < 3: raise ValueError(f"a 2D map needs at least 3 points, got points={points}")
+    return np.sort(np.random.default_rng(seed).choice(n, points, replace=False))
 
 def map_grid(maps: dict, title: str | None = None, point_size: float = 3):
     "Rows: methods; columns: domains; `maps[(domain, method)] = (xy (N, 2), labels, names)` scattered by category."
