@@ -80,8 +80,9 @@ def files_digest(files, root, extra: str = "") -> str:
     h.update(extra.encode())
     return h.hexdigest()
 
-def git_info(root=None, outputs=("figures",)) -> dict:
+def git_info(root=None, outputs=("figures", "benchmarks/results/flops.csv")) -> dict:
     "The last commit of the sources (not of `outputs`) and the dirty flag of the checkout (None without git); what a run writes does not count."
+    # outputs: the figures, and the FLOP counts the run planner caches per config (`sslmed.executors.flops_table`)
     def git(*a):
         return subprocess.run(["git", *a], cwd=root or Path.cwd(), capture_output=True, text=True, check=True).stdout.strip()
     # rerunning a committed paper rewrites its own figures: that must not mark the sources that made them as dirty
