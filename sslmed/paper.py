@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/paper.html.md"""
 
 # %% ../nbs/44_paper.ipynb #d20c4b88
 from __future__ import annotations
-import argparse, json, math, os, sys, tempfile, time
+import argparse, json, math, os, sys, tempfile, time, warnings
 from pathlib import Path
 import yaml
 from .config import load_yaml
@@ -271,9 +271,11 @@ def _state_file(root: Path, profile: str) -> Path: return root / "runs" / profil
 def longest_first(names, profile: str, root=None) -> list[str]:
     "`names` ordered by their last recorded wall time in `figures/<profile>/manifest.json`, longest first; unrecorded ones lead."
     f = Path(root or project_root()) / "figures" / profile / "manifest.json"
+    try: arts = list(json.loads(f.read_text()).values()) if f.is_file() else []
+    except (ValueError, AttributeError) as e:  # only an order is at stake: say so and keep the given one
+        warnings.warn(f"{f} is unreadable ({type(e).__name__}); notebooks start in their usual order", RuntimeWarning); arts = []
     last = {}
-    for a in (json.loads(f.read_text()).values() if f.is_file() else ()):
-        last[a.get("notebook")] = max(last.get(a.get("notebook"), 0.0), float(a.get("wall_time_s") or 0.0))
+    for a in arts: last[a.get("notebook")] = max(last.get(a.get("notebook"), 0.0), float(a.get("wall_time_s") or 0.0))
     return sorted(names, key=lambda n: -last.get(n, math.inf))  # stable: ties keep their order
 
 def run_paper(profile: str = "smoke", only=None, root=None, jobs: int = 1, resume: bool = False, params: dict | None = None,
