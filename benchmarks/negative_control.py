@@ -9,6 +9,11 @@ backbone and of the projector output (the embedding SIGReg acts on in training) 
 network's BatchNorm layers in eval mode (running statistics, as F3) and in train mode (batch statistics of the recipe's
 batch size, as the training loss saw them). Writes `benchmarks/results/negative_control_<domain>-<machine>.csv`.
 
+A second table takes the projector output on what SIGReg saw in training — the first global view of the training
+items, BatchNorm in train mode — and gives SIGReg's own raw statistic (no standardisation; the loss's value) averaged
+over random batches of N = 16 ... 1024, beside an N(0, I) sample of the same shape, and the scale-free effective rank
+and standardised statistic F3 reports: `negative_control_<domain>_views-<machine>.csv`.
+
     python benchmarks/negative_control.py /path/to/clone --domain neuro     # two to three minutes on 2 CPU cores
 """
 import argparse, copy
@@ -19,7 +24,11 @@ from torch.utils.data import DataLoader
 from sslmed.core import machine_tag
 from sslmed.domain import get_domain
 from sslmed.features import Preprocessed, collate_items
+import dataclasses
 from sslmed.protocols import eval_datasets, load_run, method_head, run_path
+from sslmed.sigreg import SIGReg
+from sslmed.train import build_dataset, build_method
+from sslmed.runs import load_checkpoint
 from sslmed.runs import load_backbone
 from sslmed.spectra import embedding_spectrum
 
@@ -46,6 +55,28 @@ def spectra(run, variant, test, windows, num_slices=256):
                                  effective_rank=round(s.effective_rank, 3), sigreg_standardized=round(s.sigreg_standardized, 3)))
     return rows
 
+def batch_statistic(z, n: int, reps: int = 50, num_slices: int = 256) -> float:
+    "SIGReg's raw statistic (the loss's value) averaged over `reps` random batches of `n` rows of `z`."
+    sig, g = SIGReg(num_slices), torch.Generator().manual_seed(0)
+    return float(torch.stack([sig(z[torch.randperm(len(z), generator=g)[:n]], k) for k in range(reps)]).mean())
+
+def training_view_rows(run, variant, n_items: int, sizes=(16, 64, 256, 1024)):
+    "The projector output on the first global view of `n_items` training items (BatchNorm in train mode), by SIGReg's loss and F3's diagnostics."
+    cfg, _ = load_run(run)
+    method, views = build_method(dataclasses.replace(cfg, init_from=None), get_domain(cfg.domain))
+    method.load_state_dict(load_checkpoint(Path(run) / "last.pt")["model"]); method.train()
+    ds, b, zs = build_dataset(cfg), cfg.batch_size, []
+    with torch.no_grad():
+        for i0 in range(0, n_items, b):
+            x, _ = collate_items([ds[i] for i in range(i0, min(i0 + b, n_items))])
+            zs.append(method.projector(method.encoder(views(x, generator=torch.Generator().manual_seed(i0))[0])))
+    return embedding_rows(torch.cat(zs), variant, sizes)
+
+def embedding_rows(z, variant, sizes):
+    s = embedding_spectrum(z, 256, step=0)
+    return dict(embedding=variant, n=len(z), dim=z.shape[1], effective_rank=round(s.effective_rank, 3),
+                sigreg_standardized=round(s.sigreg_standardized, 3), **{f"sigreg_raw_N{n}": round(batch_statistic(z, n), 3) for n in sizes})
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", help="a checkout where `sslmed paper --profile demo` trained its runs")
@@ -62,5 +93,12 @@ def main():
     out = Path(__file__).parent / "results" / f"negative_control_{a.domain}-{machine_tag()}.csv"
     pd.DataFrame(rows).to_csv(out, index=False)
     print(pd.DataFrame(rows).drop(columns="run").to_string(index=False)); print(f"\nwrote {out}")
+    n = len(test)
+    views = [training_view_rows(run, f"{v}: projector, training views", n) for v, run in runs.items() if v != "random init"]
+    dim = views[0]["dim"]
+    views.append(embedding_rows(torch.randn(n, dim, generator=torch.Generator().manual_seed(1)), f"N(0, I) in {dim} dimensions", (16, 64, 256, 1024)))
+    out = out.with_name(f"negative_control_{a.domain}_views-{machine_tag()}.csv")
+    pd.DataFrame(views).to_csv(out, index=False)
+    print(pd.DataFrame(views).to_string(index=False)); print(f"\nwrote {out}")
 
 if __name__ == "__main__": main()
