@@ -14,9 +14,9 @@ items, BatchNorm in train mode — and gives SIGReg's own raw statistic (no stan
 over random batches of N = 16 ... 1024, beside an N(0, I) sample of the same shape, and the scale-free effective rank
 and standardised statistic F3 reports: `negative_control_<domain>_views-<machine>.csv`.
 
-    python benchmarks/negative_control.py /path/to/clone --domain neuro     # two to three minutes on 2 CPU cores
+    python benchmarks/negative_control.py /path/to/clone --domain neuro     # about five minutes on 2 CPU cores
 """
-import argparse, copy
+import argparse, copy, dataclasses
 from pathlib import Path
 import pandas as pd
 import torch
@@ -24,12 +24,10 @@ from torch.utils.data import DataLoader
 from sslmed.core import machine_tag
 from sslmed.domain import get_domain
 from sslmed.features import Preprocessed, collate_items
-import dataclasses
 from sslmed.protocols import eval_datasets, load_run, method_head, run_path
+from sslmed.runs import load_backbone, load_checkpoint
 from sslmed.sigreg import SIGReg
 from sslmed.train import build_dataset, build_method
-from sslmed.runs import load_checkpoint
-from sslmed.runs import load_backbone
 from sslmed.spectra import embedding_spectrum
 
 def embed_test(net, cfg, test, train_mode: bool) -> torch.Tensor:
