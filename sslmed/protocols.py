@@ -19,7 +19,7 @@ from .data.core import DataError, Quarantine, ReaderDataset
 from .domain import get_domain, list_domains
 from .features import dataset_labels
 from .config import TrainConfig, recipe, saved_config, load_yaml
-from .runs import load_backbone, code_digest, run_dir, same_run
+from .runs import load_backbone, code_digest, run_dir, same_run, declared_world
 from .train import ensure_trained
 from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
@@ -376,16 +376,17 @@ def trace_steps(run_dir, last: int, points: int | None = None) -> list[int]:
 
 # %% ../nbs/40_protocols.ipynb #26969139
 def learning_curves(runs, profile: str = "smoke", points: int | None = None, root=None, jobs: int | None = None) -> pd.DataFrame:
-    "Linear-probe headline score of each run's snapshots (at most `points` per run): a row per (domain, method, seed, step, probe, label)."
+    "Linear-probe headline score of each run's snapshots (at most `points` per run): a row per (domain, method, seed, step, probe, label), with the items seen by then."
     calls = []
     for run in runs:
-        seed, snaps = load_run(run)[0].seed, snapshots(run)
-        calls += [(step, dict(run_dir=str(run), profile=profile, seed=seed, probes=("linear",), root=str(root) if root else None,
+        cfg, snaps = load_run(run)[0], snapshots(run)
+        seed, per_step = cfg.seed, cfg.batch_size * cfg.accum_steps * (declared_world(cfg) or 1)
+        calls += [((step, step * per_step), dict(run_dir=str(run), profile=profile, seed=seed, probes=("linear",), root=str(root) if root else None,
                               checkpoint=snaps[step])) for step in spread(snaps, points)]
     if not calls: raise ValueError("learning_curves needs at least one run folder")
     rows = parallel_map(evaluate, [kw for _, kw in calls], jobs)
-    r = headline(pd.concat([df.assign(step=step) for (step, _), df in zip(calls, rows)], ignore_index=True))
-    return r[["domain", "method", "seed", "step", "probe", "label", "metric", "score"]]
+    r = headline(pd.concat([df.assign(step=step, samples=n) for ((step, n), _), df in zip(calls, rows)], ignore_index=True))
+    return r[["domain", "method", "seed", "step", "samples", "probe", "label", "metric", "score"]]
 
 # %% ../nbs/40_protocols.ipynb #14c85a42
 def linear_head(in_dim: int, out_dim: int, seed: int) -> nn.Linear:

@@ -317,11 +317,11 @@ def plot_risk_coverage(results, ax=None, mark_coarse: bool = True):
 
 # %% ../nbs/43_reports.ipynb #d7ab7e6e
 def curve_summary(curves, bands=None, probe: str = "linear", baseline: str = "random"):
-    "Per (domain, label, metric, method, step): mean, sd, min, max of the score over seeds; with `bands`, the `baseline`'s interval and the mean against it."
+    "Per (domain, label, metric, method, step[, samples]): mean, sd, min, max of the score over seeds; with `bands`, the `baseline`'s interval and the mean against it."
     import pandas as pd
     c = curves[curves.probe == probe]
     if c.empty: raise ValueError(f"no {probe!r} rows among the curves' probes {sorted(set(curves.probe))}")
-    keys = ["domain", "label", "metric", "method", "step"]
+    keys = ["domain", "label", "metric", "method", "step"] + (["samples"] if "samples" in c else [])
     s = c.groupby(keys).score.agg(mean="mean", sd="std", min="min", max="max", seeds="count").reset_index()
     if bands is None: return s
     b = bands[(bands.probe == probe) & (bands.method == baseline)][["domain", "label", "mean", "lo", "hi"]]
@@ -331,11 +331,13 @@ def curve_summary(curves, bands=None, probe: str = "linear", baseline: str = "ra
 
 # %% ../nbs/43_reports.ipynb #589dbe5f
 def plot_learning_curves(summary, methods=None, title: str | None = None):
-    "One panel per (domain, label) of a `curve_summary`: mean score against step per method (seeds' range shaded), the baseline's interval as a grey band."
+    "One panel per (domain, label) of a `curve_summary`: mean score against items seen (or step) per method (seeds' range shaded), the baseline's interval as a grey band."
     import matplotlib.pyplot as plt, seaborn as sns
     panels = list(summary.groupby(["domain", "label"], sort=False))
     if not panels: raise ValueError("plot_learning_curves needs a summary with at least one row")
     methods = list(methods or dict.fromkeys(summary.method))
+    x = "samples" if "samples" in summary else "step"
+    xlabel = "pretraining items seen (steps × batch)" if x == "samples" else "pretraining step"
     colour = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     ncol = min(3, len(panels)); nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(2.5 * ncol + 1.1, 2.0 * nrow + 0.4), squeeze=False, layout="constrained")
@@ -347,9 +349,9 @@ def plot_learning_curves(summary, methods=None, title: str | None = None):
             ax.axhline(r.random_mean, color="0.55", lw=0.8, ls="--", zorder=1)
         for m in [m for m in methods if m in set(g.method)]:
             gm = g[g.method == m].sort_values("step")
-            ax.plot(gm.step, gm["mean"], marker="o", ms=2.5, lw=1.2, color=colour[m], label=m)
-            if (gm.seeds > 1).any(): ax.fill_between(gm.step, gm["min"], gm["max"], color=colour[m], alpha=0.15, lw=0)
-        ax.set_title(f"{d} · {lab}", fontsize=9); ax.set_xlabel("pretraining step", fontsize=8)
+            ax.plot(gm[x], gm["mean"], marker="o", ms=2.5, lw=1.2, color=colour[m], label=m)
+            if (gm.seeds > 1).any(): ax.fill_between(gm[x], gm["min"], gm["max"], color=colour[m], alpha=0.15, lw=0)
+        ax.set_title(f"{d} · {lab}", fontsize=9); ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(g.metric.iloc[0], fontsize=8); ax.tick_params(labelsize=7)
     handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}  # each method once, wherever it is drawn
     fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=7)
