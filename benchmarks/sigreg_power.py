@@ -5,7 +5,8 @@ An embedding that spans only k of its K dimensions (an isotropic Gaussian in a r
 `SIGReg` (256 slices, the demo recipes' setting) in batches of N rows, as the loss sees one view of a batch. Its scale
 is the best of four (total variance K times 0.36, 0.64, 1, 1.44: the collapse is allowed its most favourable scale),
 and the statistic is averaged over 40 batches. An N(0, I) sample gives about 1 at every N; the excess of rank k over
-full rank is what the regulariser charges for the collapse. Writes `benchmarks/results/sigreg_power-<machine>.{csv,md}`.
+full rank is what the regulariser charges for the collapse. Writes `benchmarks/results/sigreg-power_<machine>.{csv,md}` (not `sigreg_*`: that is the
+--grid table F7 reads).
 
     python benchmarks/sigreg_power.py        # about 20 s on one CPU core
 """
@@ -31,7 +32,7 @@ def main():
     df = pd.DataFrame(rows)
     full = df[df["rank"] == df.dim].set_index(["dim", "N"]).statistic
     df["excess_over_full_rank"] = df.statistic - [full[(d, n)] for d, n in zip(df.dim, df.N)]
-    out = Path(__file__).parent / "results" / f"sigreg_power-{machine_tag()}"
+    out = Path(__file__).parent / "results" / f"sigreg-power_{machine_tag()}"
     df.round(3).to_csv(out.with_suffix(".csv"), index=False)
     wide = df.pivot_table(index=["dim", "N"], columns="rank", values="statistic").round(2)
     out.with_suffix(".md").write_text(f"# SIGReg's statistic on rank-k Gaussians, best of four scales, mean of 40 batches ({machine_tag()})\n\n"
