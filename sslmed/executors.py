@@ -351,7 +351,7 @@ def distinct_runs(profile: str, params: dict, root=None) -> pd.DataFrame:
         r = rows.setdefault(str(out), dict(domain=c["domain"], method=c["method"], seed=c["seed"],
                                            overrides=json.dumps(c["overrides"], sort_keys=True), run=str(out.relative_to(root)), cfg=cfg, notebooks=[]))
         if c["notebook"] not in r["notebooks"]: r["notebooks"].append(c["notebook"])
-    df = pd.DataFrame(rows.values())
+    df = pd.DataFrame(list(rows.values()), columns=["domain", "method", "seed", "overrides", "run", "cfg", "notebooks"])  # no runs: no rows
     if len(df): df["notebooks"] = df.notebooks.map(",".join)
     return df
 

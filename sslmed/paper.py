@@ -206,6 +206,7 @@ def pretrain_plan(profile: str, names, root=None, params: dict | None = None) ->
     if (os.environ.get("SSLMED_EXECUTOR") or "local") != "local" or default_jobs() < 2: return []
     every = experiment_params(profile, root, only=list(names))
     runs = plan(profile, {n: {**p, **((params or {}).get(n) or {})} for n, p in every.items()}, root)
+    if not len(runs["runs"]): return []  # notebooks that train nothing
     order = runs["runs"].sort_values(runs["unit"], ascending=False, kind="stable")
     kws = [dict(domain=r.domain, method=r.method, seed=int(r.seed), overrides=json.loads(r.overrides), profile=profile,
                 root=str(root) if root else None) for r in order.itertuples()]
