@@ -15,6 +15,9 @@ over random batches of N = 16 ... 1024, beside an N(0, I) sample of the same sha
 and standardised statistic F3 reports: `negative_control_<domain>_views-<machine>.csv`.
 
     python benchmarks/negative_control.py /path/to/clone --domain neuro     # about five minutes on 2 CPU cores
+
+The committed `negative_control_neuro*-amd-epyc-2c.csv` measured b859d87's neuro runs (batches of 16, where the control
+failed); since 3c01bd9 neuro's SIGReg methods train batches of 32 and the control holds (data_cards/phantom_neuro.md).
 """
 import argparse, copy, dataclasses
 from pathlib import Path
