@@ -54,6 +54,7 @@ class Domain:
     cards: dict = field(default_factory=dict)         # dataset -> its card in data_cards/ (name without .md): the phantom's and every real one's
     class_key: str | None = None     # the label whose classes the phantom grids show (default: label_key)
     checks: dict = field(default_factory=dict)        # the domain's inputs to the shared checks of nbs/19_domain_checks.ipynb
+    cpu_eval_batch: int = 64         # items per forward when features are extracted on a CPU (a GPU takes 64): the fastest for its encoder
 
     @property
     def task(self) -> str: return self.tasks[self.label_key].kind

@@ -25,8 +25,8 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets',
-           'profile_cards', 'external_datasets', 'run_device', 'as_overrides', 'run_path', 'is_finished', 'pretrain',
-           'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
+           'profile_cards', 'external_datasets', 'run_device', 'eval_batch', 'as_overrides', 'run_path', 'is_finished',
+           'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
            'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor', 'parallel_map',
            'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'snapshots', 'spread',
            'trace_steps', 'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
@@ -97,6 +97,10 @@ def run_device(cfg: TrainConfig, device=None) -> torch.device:
     if d == "auto": d = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(d)
 
+def eval_batch(dom, device) -> int:
+    "Items per forward when a run's features are extracted: the domain's `cpu_eval_batch` on a CPU, 64 on a GPU."
+    return dom.cpu_eval_batch if torch.device(device).type == "cpu" else 64
+
 def as_overrides(overrides) -> list[str]:
     "Config overrides as `key=value` strings, from such a list or from a mapping (papermill parameters hold mappings)."
     if isinstance(overrides, dict): return [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
@@ -140,7 +144,8 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
     model = Preprocessed(net, dom.eval_tf(**views_kw)).eval()
     train, test = eval_datasets(cfg.domain, profile, seed, root)
     cache = root / "runs" / "features" / profile
-    kw, code = dict(batch_size=64, cache_dir=cache, progress=False, device=run_device(cfg, device)), code_digest(root)
+    dev = run_device(cfg, device)
+    kw, code = dict(batch_size=eval_batch(dom, dev), cache_dir=cache, progress=False, device=dev), code_digest(root)
     # the weights alone do not name the features: the recipe's data settings and views (the eval transform) do too
     spec = json.dumps([_data_kw(cfg.domain, profile, root), dom.sizes(profile), views_kw], sort_keys=True, default=str)
     tag = f"{code}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
@@ -215,7 +220,8 @@ def embed_external(run_dir, profile: str = "smoke", seed: int = 0, root=None, ch
         if not d: raise ValueError(f"evaluation on the external test set {name!r} needs ${root_env(name)} (see data_cards/)")
         spec = json.dumps([name, kw, cfg.views_kw], sort_keys=True, default=str)
         tag = f"{code_digest(root)}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
-        out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test", batch_size=64,
+        out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test",
+                                     batch_size=eval_batch(get_domain(cfg.domain), run_device(cfg, device)),
                                      cache_dir=root / "runs" / "features" / profile, progress=False, device=run_device(cfg, device))
     return out
 

@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['CLAHE_CACHE_BYTES', 'CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range', 'BatchTransform',
-           'Compose', 'MultiView', 'RandomResizedCrop', 'ColorJitter', 'GaussianBlur', 'Solarize', 'MultiStageJigsaw',
-           'RemoveBackground', 'clear_clahe_memo', 'CLAHE', 'SignalTransform', 'RandomTimeCrop', 'AmplitudeScale',
-           'GaussianNoise', 'BaselineWander', 'LeadDropout', 'TimeMask', 'ct_window', 'VolumeTransform', 'CTWindow',
-           'triple', 'ForegroundCrop', 'RandomFlip3d', 'RandomAxisPermute', 'RandomGamma', 'BrightnessContrast',
-           'Clamp', 'image_pipeline', 'HueShift', 'RandomGrayscale', 'lejepa_guide_views', 'with_presets']
+__all__ = ['CLAHE_CACHE_BYTES', 'CLAHE_DISK_BYTES', 'CT_WINDOWS', 'VIEW_PRESETS', 'rand01', 'rand_uniform', 'check_range',
+           'BatchTransform', 'Compose', 'MultiView', 'RandomResizedCrop', 'ColorJitter', 'GaussianBlur', 'Solarize',
+           'MultiStageJigsaw', 'RemoveBackground', 'clear_clahe_memo', 'CLAHE', 'clahe_disk_file', 'SignalTransform',
+           'RandomTimeCrop', 'AmplitudeScale', 'GaussianNoise', 'BaselineWander', 'LeadDropout', 'TimeMask',
+           'ct_window', 'VolumeTransform', 'CTWindow', 'triple', 'ForegroundCrop', 'RandomFlip3d', 'RandomAxisPermute',
+           'RandomGamma', 'BrightnessContrast', 'Clamp', 'image_pipeline', 'HueShift', 'RandomGrayscale',
+           'lejepa_guide_views', 'with_presets']
 
 # %% ../nbs/04_views.ipynb #a294aaf8
 def _draw(fn, shape, g: torch.Generator | None, device, dtype) -> Tensor:
@@ -299,7 +300,7 @@ class RemoveBackground(BatchTransform):
     def apply(self, x: Tensor, g=None) -> Tensor: return x * self.field(x)
 
 # %% ../nbs/04_views.ipynb #1ce5fd06
-import collections, hashlib
+import collections, hashlib, os
 
 CLAHE_CACHE_BYTES = 1 << 30   # per process; 0 turns the memo off
 _clahe_memo, _clahe_bytes = collections.OrderedDict(), [0]
@@ -337,8 +338,35 @@ class CLAHE(BatchTransform):
         if x.shape[1] not in (1, 3):
             raise ValueError(f"CLAHE expects RGB (3, H, W) or grayscale (1, H, W) images, got {x.shape[1]} channels (shape {tuple(x.shape)})")
         arr = x.detach().cpu().double().clamp(0, 1).numpy()
-        out = [_memo_get(self._key(im, x.dtype), lambda: self._cast(im, x.dtype)) for im in arr]
+        keys = [self._key(im, x.dtype) for im in arr]
+        out = [_memo_get(k, lambda: _disk_get(k, lambda: self._cast(im, x.dtype))) for k, im in zip(keys, arr)]
         return torch.stack(out).to(x.device)
+
+
+# %% ../nbs/04_views.ipynb #dd8e7a3d
+from pathlib import Path
+from .core import atomic_path
+
+CLAHE_DISK_BYTES = 2 << 30   # on disk under $SSLMED_CACHE/clahe, shared by processes; 0 turns it off
+_disk_used = [None]          # this process's tally of the folder's bytes (read once, then counted)
+
+def clahe_disk_file(key) -> Path:
+    "Where the disk cache keeps the CLAHE output of `key`."
+    h = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+    return Path(os.environ.get("SSLMED_CACHE", "~/.cache/sslmed")).expanduser() / "clahe" / h[:2] / f"{h}.pt"
+
+def _disk_get(key, make):
+    "`make()` read from the disk cache, or made and written there while it holds under `CLAHE_DISK_BYTES`."
+    if not CLAHE_DISK_BYTES: return make()
+    f = clahe_disk_file(key)
+    try: return torch.load(f, weights_only=True)
+    except Exception: pass  # absent, torn or foreign: made again, and replaced
+    out, top = make(), f.parent.parent
+    if _disk_used[0] is None: _disk_used[0] = sum(p.stat().st_size for p in top.rglob("*.pt")) if top.is_dir() else 0
+    if _disk_used[0] + out.nbytes <= CLAHE_DISK_BYTES:
+        with atomic_path(f) as tmp: torch.save(out, tmp)
+        _disk_used[0] += out.nbytes
+    return out
 
 
 # %% ../nbs/04_views.ipynb #d090c21b
