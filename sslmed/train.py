@@ -464,7 +464,8 @@ def stop_run(r: Run, done: int, sig):
     if r.world > 1: dist.barrier()
     job = os.environ.get("SLURM_JOB_ID")
     msg = f"stopped by {sig.name} after step {done}; {r.last} holds it"
-    if sig == signal.SIGUSR1 and job:
+    if sig == signal.SIGUSR1 and job:  # said first: SLURM may kill the job as soon as the requeue is asked, before any later print
+        if r.main: print(f"sslmed.train: {msg}; requeueing SLURM job {job}", file=sys.stderr, flush=True)
         why = requeue_job(job) if r.main else None
         if why is None: raise RunStopped(f"{msg}; SLURM job {job} is requeued and resumes from there", True)
         msg += f"; requeueing SLURM job {job} failed ({why})"
