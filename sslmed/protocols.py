@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/protocols.html.md"""
 
 # %% ../nbs/40_protocols.ipynb #164a67fa
 from __future__ import annotations
-import dataclasses, hashlib, importlib, json, os, re
+import dataclasses, hashlib, importlib, inspect, json, os, re
 from collections import Counter
 import numpy as np
 from pathlib import Path
@@ -25,11 +25,11 @@ from .core import DRY_RUN as DRY_RUN_SUFFIX, rehearsed_profile
 
 # %% auto #0
 __all__ = ['EXECUTOR_MAPS', 'MAX_LABEL_COLUMNS', 'SHOWN_CLASSES', 'CELL_WIDTH', 'recipe_profile', 'root_env', 'eval_datasets',
-           'profile_cards', 'external_datasets', 'run_device', 'eval_batch', 'as_overrides', 'run_path', 'is_finished',
-           'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external', 'external_rows',
-           'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor', 'parallel_map',
-           'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'snapshots', 'spread',
-           'trace_steps', 'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
+           'eval_views', 'profile_cards', 'external_datasets', 'run_device', 'eval_batch', 'as_overrides', 'run_path',
+           'is_finished', 'pretrain', 'load_run', 'embed', 'kept_metrics', 'eval_tasks', 'evaluate', 'embed_external',
+           'external_rows', 'method_head', 'snapshot_steps', 'collapse_trace', 'default_jobs', 'register_executor',
+           'parallel_map', 'local_map', 'grid_cell', 'run_cells', 'run_grid', 'headline', 'mean_sd_table', 'snapshots',
+           'spread', 'trace_steps', 'learning_curves', 'linear_head', 'finetune_eval', 'finetune_spec', 'task_datasets',
            'finetune_task', 'seed_thresholds', 'finetune_selective', 'finetune_cam_eval', 'profile_datasets',
            'missing_roots', 'label_value', 'label_balance', 'cell', 'shape_of', 'scan_dataset', 'check_data',
            'fixture_writer', 'write_fixtures']
@@ -64,6 +64,14 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     make = dom.datasets[name]
     kw = {k: v for k, v in kw.items() if k != "split"}
     return make(root=root_dir, split=tr, **{**kw, **extra}), make(root=root_dir, split=te, **{**kw, **extra})
+
+# %% ../nbs/40_protocols.ipynb #a1258ad2
+def eval_views(dom, views_kw: dict) -> dict:
+    "The entries of a run's `views_kw` that `dom.eval_tf` reads: its named parameters (all of them if it forwards `**kw`)."
+    ps = inspect.signature(dom.eval_tf).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD and p.name != "_" for p in ps): return dict(views_kw)  # `**_` is the convention for "ignored"
+    named = {p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in views_kw.items() if k in named}
 
 # %% ../nbs/40_protocols.ipynb #d9807463
 def profile_cards(domains=None, profile: str = "smoke", root=None) -> list[str]:
@@ -146,8 +154,8 @@ def embed(run_dir, profile: str = "smoke", seed: int = 0, root=None, checkpoint:
     cache = root / "runs" / "features" / profile
     dev = run_device(cfg, device)
     kw, code = dict(batch_size=eval_batch(dom, dev), cache_dir=cache, progress=False, device=dev), code_digest(root)
-    # the weights alone do not name the features: the recipe's data settings and views (the eval transform) do too
-    spec = json.dumps([_data_kw(cfg.domain, profile, root), dom.sizes(profile), views_kw], sort_keys=True, default=str)
+    # the weights alone do not name the features: the recipe's data settings and the evaluation transform's views do too
+    spec = json.dumps([_data_kw(cfg.domain, profile, root), dom.sizes(profile), eval_views(dom, views_kw)], sort_keys=True, default=str)
     tag = f"{code}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
     part = "head-" if head else ""
     return (extract_features(model, train, key=f"{cfg.domain}-{part}train-s{seed}-{tag}", split="train", **kw),
@@ -213,16 +221,17 @@ def embed_external(run_dir, profile: str = "smoke", seed: int = 0, root=None, ch
     cfg, _ = load_run(run_dir)
     sets = external_datasets(cfg.domain, profile, root)
     if not sets: return {}
-    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), get_domain(cfg.domain).eval_tf(**cfg.views_kw)).eval()
+    dom, dev = get_domain(cfg.domain), run_device(cfg, device)
+    model = Preprocessed(load_backbone(Path(run_dir) / checkpoint), dom.eval_tf(**cfg.views_kw)).eval()
     out = {}
     for name, (make, kw) in sets.items():
         d = os.environ.get(root_env(name))
         if not d: raise ValueError(f"evaluation on the external test set {name!r} needs ${root_env(name)} (see data_cards/)")
-        spec = json.dumps([name, kw, cfg.views_kw], sort_keys=True, default=str)
+        spec = json.dumps([name, kw, eval_views(dom, cfg.views_kw)], sort_keys=True, default=str)
         tag = f"{code_digest(root)}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
         out[name] = extract_features(model, make(root=d, **kw), key=f"{cfg.domain}-{name}-s{seed}-{tag}", split="test",
-                                     batch_size=eval_batch(get_domain(cfg.domain), run_device(cfg, device)),
-                                     cache_dir=root / "runs" / "features" / profile, progress=False, device=run_device(cfg, device))
+                                     batch_size=eval_batch(dom, dev), cache_dir=root / "runs" / "features" / profile,
+                                     progress=False, device=dev)
     return out
 
 def external_rows(run_dir, ftr, probes, profile: str = "smoke", seed: int = 0, root=None, checkpoint: str = "backbone.pt",
