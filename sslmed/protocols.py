@@ -65,7 +65,7 @@ def eval_datasets(domain: str, profile: str = "smoke", seed: int = 0, root=None)
     kw = {k: v for k, v in kw.items() if k != "split"}
     return make(root=root_dir, split=tr, **{**kw, **extra}), make(root=root_dir, split=te, **{**kw, **extra})
 
-# %% ../nbs/40_protocols.ipynb #a1258ad2
+# %% ../nbs/40_protocols.ipynb #02b7ebd9
 def eval_views(dom, views_kw: dict) -> dict:
     "The entries of a run's `views_kw` that `dom.eval_tf` reads: its named parameters (all of them if it forwards `**kw`)."
     ps = inspect.signature(dom.eval_tf).parameters.values()
