@@ -6,7 +6,7 @@ Docs: https://sslmed.github.io/sslmed/intervals.html.md"""
 
 # %% ../nbs/37_intervals.ipynb #871486c1
 from __future__ import annotations
-import math, re
+import hashlib, math, re
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -16,9 +16,9 @@ from .metrics import auroc, classification_metrics, check_scores, kappa_score
 
 # %% auto #0
 __all__ = ['CELL', 'FLOAT_KEYS', 'VERDICTS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval',
-           'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide', 'verdict_wide',
-           'positive_control', 'parse_cell', 'is_verdict', 'key_columns', 'compare_frames', 'read_table',
-           'compare_tables']
+           'test_set_rng', 'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide',
+           'verdict_wide', 'positive_control', 'parse_cell', 'is_verdict', 'key_columns', 'compare_frames',
+           'read_table', 'compare_tables']
 
 # %% ../nbs/37_intervals.ipynb #dd1a7afb
 def score_fn(metric: str, task: str):
@@ -72,17 +72,21 @@ CELL = ["domain", "label", "probe", "method"]
 def _shared(ys) -> bool:
     return all(np.shape(y) == np.shape(ys[0]) and np.array_equal(y, ys[0]) for y in ys)
 
+def test_set_rng(seed: int, domain: str, label: str) -> np.random.Generator:
+    "The bootstrap's generator for one test set: every cell scored on it resamples it alike, whatever other cells there are."
+    return np.random.default_rng([seed, int(hashlib.sha256(f"{domain}/{label}".encode()).hexdigest()[:8], 16)])
+
 def cell_intervals(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     "One row per (domain, label, probe, method): metric, mean, lo, hi, se, ν, seeds, from per-seed test predictions."
     missing = sorted({*CELL, "seed", "task", "y", "probs"} - set(preds.columns))
     if missing: raise ValueError(f"predictions lack column(s) {missing}: evaluate with predictions=True")
     rows = []
-    for i, (key, g) in enumerate(preds.sort_values("seed").groupby(CELL, sort=True)):
+    for key, g in preds.sort_values("seed").groupby(CELL, sort=True):
         if g.seed.duplicated().any(): raise ValueError(f"cell {dict(zip(CELL, key))}: seed(s) {sorted(g.seed[g.seed.duplicated()])} twice")
         task = g["score_task"].iloc[0] if "score_task" in g else g.task.iloc[0]
         metric = g["metric"].iloc[0] if "metric" in g else get_domain(key[0]).headline
         ys, ps = list(g.y), list(g.probs)
-        rng = np.random.default_rng([seed, i])
+        rng = test_set_rng(seed, key[0], key[1])  # not the cell's position: adding a method moves no other interval
         shared = bootstrap_indices(ys[0], n_boot, rng) if _shared(ys) else None
         f = score_fn(metric, task)
         try: scores = [f(*check_scores(y, p, task, f"probabilities of seed {s}")) for s, y, p in zip(g.seed, ys, ps)]

@@ -78,7 +78,7 @@ def check_unique(values, file, field: str) -> list:
     if dup: raise DataError(file, field, f"{len(dup)} value(s) repeat, e.g. {dup[:5]}: each must appear once")
     return values
 
-# %% ../../nbs/08_data.ipynb #d88cd27f
+# %% ../../nbs/08_data.ipynb #323acc69
 from ..core import cache_root  # relative caches under $SSLMED_CACHE: in 00_core, since 04_views caches CLAHE there too
 
 # %% ../../nbs/08_data.ipynb #ab18e07d
