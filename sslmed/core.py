@@ -12,8 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DRY_RUN', 'atomic_path', 'atomic_write_text', 'atomic_write_json', 'file_lock', 'project_root', 'file_sha256',
-           'files_digest', 'git_info', 'package_versions', 'device_info', 'machine_tag', 'cache_root', 'check_floating',
-           'stat_dtype', 'rehearsed_profile', 'assert_margin']
+           'files_digest', 'git_info', 'package_versions', 'device_info', 'machine_tag', 'check_floating', 'stat_dtype',
+           'rehearsed_profile', 'assert_margin']
 
 # %% ../nbs/00_core.ipynb #fc1d2662
 def _umask() -> int:
@@ -118,13 +118,6 @@ def machine_tag() -> str:
     d = device_info()
     name = d["gpu"] or f'{d["cpu"]}-{d["cores"]}c'
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()[:60]
-
-# %% ../nbs/00_core.ipynb #23d955f0
-def cache_root(cache_dir) -> Path | None:
-    "`cache_dir` as an absolute folder: relative ones under `$SSLMED_CACHE` (default `~/.cache/sslmed`); None stays None."
-    if cache_dir is None: return None
-    p = Path(cache_dir).expanduser()
-    return p if p.is_absolute() else Path(os.environ.get("SSLMED_CACHE", "~/.cache/sslmed")).expanduser().resolve() / p
 
 # %% ../nbs/00_core.ipynb #f8df3ee2
 def check_floating(x, name: str):

@@ -345,7 +345,7 @@ class CLAHE(BatchTransform):
 
 # %% ../nbs/04_views.ipynb #dd8e7a3d
 from pathlib import Path
-from .core import atomic_path, cache_root
+from .core import atomic_path
 
 CLAHE_DISK_BYTES = 2 << 30   # on disk under $SSLMED_CACHE/clahe, shared by processes; 0 turns it off
 _disk_used = [None]          # this process's tally of the folder's bytes (read once, then counted)
@@ -353,7 +353,7 @@ _disk_used = [None]          # this process's tally of the folder's bytes (read 
 def clahe_disk_file(key) -> Path:
     "Where the disk cache keeps the CLAHE output of `key`."
     h = hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
-    return cache_root("clahe") / h[:2] / f"{h}.pt"
+    return Path(os.environ.get("SSLMED_CACHE", "~/.cache/sslmed")).expanduser() / "clahe" / h[:2] / f"{h}.pt"
 
 def _disk_get(key, make):
     "`make()` read from the disk cache, or made and written there while it holds under `CLAHE_DISK_BYTES`."

@@ -20,8 +20,8 @@ from ..core import atomic_path
 
 # %% auto #0
 __all__ = ['ON_ERROR', 'DataError', 'DataWarning', 'card_path', 'require_root', 'require_file', 'inside_root', 'check_unique',
-           'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord', 'Quarantine',
-           'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
+           'cache_root', 'require_columns', 'read_csv', 'check_int_label', 'check_on_error', 'QuarantineRecord',
+           'Quarantine', 'handle_error', 'keep_valid', 'atomic_write', 'atomic_torch_save', 'verify_png', 'read_image',
            'to_tensor_image', 'dataset_labels', 'ReaderDataset', 'ImageFiles']
 
 # %% ../../nbs/08_data.ipynb #719b5762
@@ -78,8 +78,12 @@ def check_unique(values, file, field: str) -> list:
     if dup: raise DataError(file, field, f"{len(dup)} value(s) repeat, e.g. {dup[:5]}: each must appear once")
     return values
 
-# %% ../../nbs/08_data.ipynb #323acc69
-from ..core import cache_root  # relative caches under $SSLMED_CACHE: in 00_core, since 04_views caches CLAHE there too
+# %% ../../nbs/08_data.ipynb #23d955f0
+def cache_root(cache_dir) -> Path | None:
+    "`cache_dir` as an absolute folder: relative ones under `$SSLMED_CACHE` (default `~/.cache/sslmed`); None stays None."
+    if cache_dir is None: return None
+    p = Path(cache_dir).expanduser()
+    return p if p.is_absolute() else Path(os.environ.get("SSLMED_CACHE", "~/.cache/sslmed")).expanduser().resolve() / p
 
 # %% ../../nbs/08_data.ipynb #ab18e07d
 def require_columns(df: pd.DataFrame, cols: Iterable[str], file) -> pd.DataFrame:
