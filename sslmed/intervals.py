@@ -16,7 +16,7 @@ from .metrics import auroc, classification_metrics, check_scores, kappa_score
 
 # %% auto #0
 __all__ = ['CELL', 'FLOAT_KEYS', 'VERDICTS', 'score_fn', 'bootstrap_indices', 'bootstrap_scores', 'combine_interval',
-           'test_set_rng', 'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide',
+           'bootstrap_rng', 'cell_intervals', 'synthetic_predictions', 'verdicts', 'fmt_interval', 'interval_wide',
            'verdict_wide', 'positive_control', 'parse_cell', 'is_verdict', 'key_columns', 'compare_frames',
            'read_table', 'compare_tables']
 
@@ -72,7 +72,7 @@ CELL = ["domain", "label", "probe", "method"]
 def _shared(ys) -> bool:
     return all(np.shape(y) == np.shape(ys[0]) and np.array_equal(y, ys[0]) for y in ys)
 
-def test_set_rng(seed: int, domain: str, label: str) -> np.random.Generator:
+def bootstrap_rng(seed: int, domain: str, label: str) -> np.random.Generator:
     "The bootstrap's generator for one test set: every cell scored on it resamples it alike, whatever other cells there are."
     return np.random.default_rng([seed, int(hashlib.sha256(f"{domain}/{label}".encode()).hexdigest()[:8], 16)])
 
@@ -86,7 +86,7 @@ def cell_intervals(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level
         task = g["score_task"].iloc[0] if "score_task" in g else g.task.iloc[0]
         metric = g["metric"].iloc[0] if "metric" in g else get_domain(key[0]).headline
         ys, ps = list(g.y), list(g.probs)
-        rng = test_set_rng(seed, key[0], key[1])  # not the cell's position: adding a method moves no other interval
+        rng = bootstrap_rng(seed, key[0], key[1])  # not the cell's position: adding a method moves no other interval
         shared = bootstrap_indices(ys[0], n_boot, rng) if _shared(ys) else None
         f = score_fn(metric, task)
         try: scores = [f(*check_scores(y, p, task, f"probabilities of seed {s}")) for s, y, p in zip(g.seed, ys, ps)]
